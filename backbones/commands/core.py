@@ -1,0 +1,133 @@
+"""``list``, ``predict``, ``weights`` and ``import-weights``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backbones.commands.common import (
+    add_model_arguments,
+    emit_json,
+    format_table,
+    human_count,
+    load_from_args,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="the catalog with published figures and weights status")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="the whole catalog (default: the curated selection)")
+    p.add_argument("--include", default=None, help="shell pattern, e.g. 'resnet*'")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("predict", help="top-k classes for one or more images")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    add_model_arguments(p)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("weights", help="weights status of a model, with the expected file paths")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_weights)
+
+    p = sub.add_parser("import-weights", help="check a downloaded weights file and copy it into the cache")
+    p.add_argument("model")
+    p.add_argument("file")
+    p.add_argument("--weights", default="default", help="which weights the file holds (default: the default)")
+    p.set_defaults(handler=cmd_import)
+
+
+def catalog_rows(entries) -> list[dict]:
+    """The ``list --json`` objects (also the Models page's table)."""
+    from backbones.weights import weights_status
+
+    rows = []
+    for e in entries:
+        rows.append(
+            {
+                "name": e.name,
+                "display_name": e.display_name,
+                "source": e.source,
+                "family": e.family,
+                "params": e.params,
+                "macs": e.macs,
+                "file_size_mib": e.file_size_mib,
+                "published_top1": e.published_top1,
+                "published_top5": e.published_top5,
+                "published_source": e.published_source,
+                "input_size": list(e.input_size),
+                "preprocessing": e.preprocessing.to_dict(),
+                "weights": [{"name": s.name, "status": s.status} for s in weights_status(e.name)],
+                "default": e.default,
+                "reference_cpu_ms": e.reference_cpu_ms,
+                "reference_cpu_source": e.reference_cpu_source,
+            }
+        )
+    return rows
+
+
+def cmd_list(args) -> int:
+    from backbones.catalog import list_models
+
+    entries = list_models(include=args.include, default_only=not (args.all or args.include))
+    rows = catalog_rows(entries)
+    if args.json:
+        emit_json(rows)
+        return 0
+    table = [
+        [
+            r["name"],
+            r["source"],
+            human_count(r["params"]),
+            human_count(r["macs"]),
+            f"{r['published_top1']:.2f}" if r["published_top1"] is not None else "-",
+            "x".join(map(str, r["input_size"][1:])),
+            r["weights"][0]["status"] if r["weights"] else "none",
+        ]
+        for r in rows
+    ]
+    print(format_table(table, ["model", "source", "params", "MACs", "top-1 %", "input", "weights"]))
+    if not (args.all or args.include):
+        print("\n(curated selection; --all lists all catalog entries)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from backbones.images import load_image
+    from backbones.predict import predict
+
+    images = [load_image(path) for path in args.images]
+    loaded = load_from_args(args)
+    results = predict(loaded, images, names=list(args.images), topk=args.topk)
+    if args.json:
+        emit_json([r.to_dict() for r in results])
+        return 0
+    for r in results:
+        print(f"{r.image}  [{loaded.describe()}]")
+        for t in r.topk:
+            print(f"  {t.rank}. {t.label:<30} {t.prob * 100:6.2f}%  (class {t.index})")
+    if not loaded.trained:
+        print("note: untrained weights (--weights none): these predictions are meaningless")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from backbones.weights import weights_status
+
+    statuses = weights_status(args.model)
+    if args.json:
+        emit_json([s.to_dict() for s in statuses])
+        return 0
+    print(format_table([[s.name, s.status, s.path or "-", s.url or "-"] for s in statuses], ["weights", "status", "path", "url"]))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from backbones.weights import import_weights
+
+    dest = import_weights(args.model, Path(args.file), weights=args.weights)
+    print(f"imported {args.file} -> {dest}")
+    return 0
