@@ -63,11 +63,24 @@ class LoadedModel:
         return f"{self.entry.name} ({self.weights} weights)" if self.trained else f"{self.entry.name} (untrained)"
 
 
+# Build untrained models as the published ones are: GoogLeNet's figures exclude its auxiliary
+# heads (torchvision drops them after loading weights); Inception-v3 keeps them. Explicit
+# init_weights also silences torchvision's warning about a future default.
+_TORCHVISION_DEFAULTS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"init_weights": True},
+}
+
+
 def _builder(entry: ModelEntry):
     if entry.source == "torchvision":
         import torchvision
 
-        return lambda **kw: torchvision.models.get_model(entry.arch, weights=None, **kw)
+        defaults = dict(_TORCHVISION_DEFAULTS.get(entry.arch, {}))
+        if entry.arch.startswith("vit_"):
+            # ViT's position embedding depends on the input size its default weights use (518 for SWAG).
+            defaults["image_size"] = entry.input_size[-1]
+        return lambda **kw: torchvision.models.get_model(entry.arch, weights=None, **{**defaults, **kw})
     import timm
 
     return lambda **kw: timm.create_model(entry.arch, pretrained=False, **kw)
@@ -315,7 +328,10 @@ def load_checkpoint(
     entry = get_entry(entry) if isinstance(entry, str) else entry
     path = Path(checkpoint)
     state = read_state_dict(path)
-    model = build_architecture(entry)
+    extra = {}
+    if entry.arch == "googlenet" and any(k.startswith("aux1.") for k in state):
+        extra["aux_logits"] = True  # trained with auxiliary heads: keep them so every key fits
+    model = build_architecture(entry, **extra)
     n = fit_state_dict(model, state, label=path.name)
     if classes is None:
         names = list(imagenet_categories()) if n == 1000 else [f"class {i}" for i in range(n)]

@@ -1,0 +1,117 @@
+"""The catalog: every entry builds offline and its parameter count equals the published one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backbones.catalog import (
+    CURATED,
+    DEFAULT_MODEL,
+    count_architecture,
+    counted_figures,
+    get_entry,
+    list_models,
+    timm_published,
+)
+from backbones.errors import UnknownModelError
+from backbones.models import build_architecture, build_empty, count_parameters
+
+ALL = [e.name for e in list_models()]
+
+
+def test_catalog_has_every_torchvision_model_and_the_listed_timm_and_bundled_ones():
+    import torchvision
+
+    tv = set(torchvision.models.list_models(module=torchvision.models))
+    names = set(ALL)
+    assert tv <= names
+    assert {"timm:rexnet_100", "timm:ghostnet_100"} | {f"timm:tf_efficientnet_lite{i}" for i in range(5)} <= names
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= names
+    assert DEFAULT_MODEL == "efficientnet_lite0"
+
+
+def test_curated_selection_comes_first_in_its_order():
+    curated = [e.name for e in list_models(default_only=True)]
+    assert curated == list(CURATED)
+    assert ALL[: len(CURATED)] == list(CURATED)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_entry_builds_with_weights_none_and_counts_its_published_parameters(name):
+    entry = get_entry(name)
+    total, trainable = count_parameters(build_empty(entry))
+    assert total == trainable
+    if entry.source == "torchvision":
+        assert total == entry.params  # torchvision's weights.meta["num_params"]
+    else:
+        # timm publishes millions rounded to 2 decimals; our figure is the exact count
+        published = timm_published().get(entry.arch)
+        assert total == entry.params
+        if published:
+            assert abs(total / 1e6 - float(published["param_count"])) <= 0.005 + 1e-9
+
+
+def test_rexnet_matches_the_seed_notes_count():
+    # The seed notes' table: ReXNet-1.0x has 4,796,873 parameters.
+    assert get_entry("timm:rexnet_100").params == 4_796_873
+    # and the table's EfficientNet-B0 figure is the 1000-class torchvision model
+    assert get_entry("efficientnet_b0").params == 5_288_548
+
+
+def test_counted_figures_are_current():
+    # data/counted.json is generated; regenerate with backbones.catalog.write_counted_figures()
+    figures = counted_figures()
+    for name in ("timm:rexnet_100", "efficientnet_lite0", "timm:ghostnet_100"):
+        assert figures[name] == count_architecture(name)
+
+
+@pytest.mark.parametrize("name", CURATED)
+def test_curated_models_run_a_real_forward_pass_untrained(name):
+    entry = get_entry(name)
+    model = build_architecture(entry)
+    with torch.inference_mode():
+        out = model(torch.zeros(1, *entry.input_size))
+    assert out.shape == (1, 1000)
+
+
+def test_published_figures_and_preprocessing_travel_with_the_entry():
+    r50 = get_entry("resnet50")
+    assert r50.published_top1 == pytest.approx(80.858)  # IMAGENET1K_V2, the default
+    assert r50.weights_named("IMAGENET1K_V1").top1 == pytest.approx(76.13)
+    assert r50.preprocessing.resize_size == 232 and r50.preprocessing.crop_size == 224
+    inc = get_entry("inception_v3")
+    assert inc.input_size == (3, 299, 299) and inc.preprocessing.resize_size == 342
+    lite1 = get_entry("efficientnet_lite1")
+    assert lite1.input_size == (3, 240, 240)
+    assert lite1.preprocessing.mean == (0.5, 0.5, 0.5) and lite1.preprocessing.interpolation == "bicubic"
+    assert lite1.preprocessing.crop_pct == pytest.approx(0.882, abs=0.001)
+    rex = get_entry("timm:rexnet_100")
+    assert rex.published_top1 == pytest.approx(77.862) and "timm" in rex.published_source
+
+
+def test_unknown_name_suggests_close_ones():
+    with pytest.raises(UnknownModelError, match="resnet50"):
+        get_entry("resnet5O")
+    assert get_entry("rexnet_100").name == "timm:rexnet_100"  # the timm: prefix is optional
+
+
+def test_list_json_has_the_contract_fields(capsys):
+    from backbones.cli import main
+
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(CURATED)
+    required = {"name", "source", "family", "params", "macs", "published_top1", "published_top5", "input_size", "weights", "default"}
+    for r in rows:
+        assert required <= set(r)
+        assert r["source"] in ("torchvision", "timm", "bundled")
+        assert r["default"] is True
+        assert all(w["status"] in ("bundled", "cached", "downloadable", "none") for w in r["weights"])
+    lite = next(r for r in rows if r["name"] == "efficientnet_lite0")
+    assert lite["weights"] == [{"name": "bundled", "status": "bundled"}]
+    r50 = next(r for r in rows if r["name"] == "resnet50")
+    assert {w["name"] for w in r50["weights"]} == {"IMAGENET1K_V1", "IMAGENET1K_V2"}
+    assert r50["weights"][0]["status"] == "downloadable"  # nothing cached in the test TORCH_HOME
