@@ -10,9 +10,12 @@ either returns a plain 8-bit RGB image the models can use, or raises
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +24,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backbones.errors import ImageError
+
+# PIL logs some refusals (e.g. a TIFF's absurd samples-per-pixel) at ERROR level; with no
+# handler configured Python would print them on stderr beside our one-line message.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 #: Largest upload accepted, in bytes (checked before decoding).
 MAX_IMAGE_BYTES = int(os.environ.get("BACKBONES_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
@@ -94,6 +101,32 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
             f"{name}: file is larger than the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for images"
         )
     return data
+
+
+def _check_png_checksums(data: bytes, name: str) -> None:
+    """Refuse a PNG whose chunk CRCs do not match.
+
+    PIL checks the CRC of the chunks before the image data but not of IDAT
+    itself, and reports a bad header CRC only as "cannot identify"; a damaged
+    upload deserves its own message.
+    """
+    view = memoryview(data)
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return  # truncated: the decoder reports that
+        kind = bytes(view[pos + 4 : pos + 8])
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            label = kind.decode("latin-1") if kind.isalpha() else repr(kind)
+            raise ImageError(
+                f"{name}: corrupt PNG file: checksum (CRC) mismatch in the {label} chunk; "
+                "the file was damaged (re-export or re-send it)"
+            )
+        if kind == b"IEND":
+            return
+        pos = end
 
 
 def _describe_non_image(data: bytes) -> str:
@@ -174,9 +207,12 @@ def load_image_with_info(
             f"{name}: file name says {ext} but the content is {found}; rename it to "
             f"{FORMAT_EXTENSIONS[found][0]} if that is what it is"
         )
+    if found == "PNG":
+        _check_png_checksums(data, name)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Damaged files make PIL warn (EXIF, TIFF tags); the outcome is reported once, below.
+            warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width <= 0 or height <= 0:
@@ -193,13 +229,19 @@ def load_image_with_info(
             # (ImageFile.LOAD_TRUNCATED_IMAGES stays False: half a photo is refused).
             img.load()
             info = ImageInfo(name, found, img.mode, width, height, frames)
-            img = ImageOps.exif_transpose(img) or img
+            # in_place: no full copy of an upright photo (a 48 MP image is 144 MB per copy).
+            ImageOps.exif_transpose(img, in_place=True)
             rgb = _to_rgb(img)
             rgb.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: decompression bomb refused ({exc})") from exc
+        # PIL's own (higher) limit fired before ours could: report ours, not PIL's.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "too many pixels"
+        raise ImageError(
+            f"{name}: image claims {size}, over the {limit / 1e6:.0f} megapixel limit (decompression bomb refused)"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: {found} header found but the file cannot be decoded") from exc
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
@@ -207,6 +249,11 @@ def load_image_with_info(
         if "truncated" in detail.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: {found} file is truncated ({detail})") from exc
         raise ImageError(f"{name}: corrupt {found} file ({detail})") from exc
+    except (IndexError, KeyError, TypeError, ZeroDivisionError, AttributeError) as exc:
+        # PIL's format plugins index into damaged headers without checking (fuzzing finds
+        # IndexError in GIF and TypeError in TIFF): still a bad file, not a crash.
+        detail = str(exc).split("\n")[0] or "malformed header"
+        raise ImageError(f"{name}: corrupt or truncated {found} file ({type(exc).__name__}: {detail})") from exc
     return rgb, info
 
 
