@@ -12,7 +12,8 @@ class BackboneError(Exception):
     """Base class of every error the user can cause."""
 
     def __str__(self) -> str:  # one line, whatever the cause said
-        return " ".join(super().__str__().split())
+        # Exception.__str__, not super(): KeyError subclasses would print their message in quotes.
+        return " ".join(Exception.__str__(self).split())
 
 
 class UnknownModelError(BackboneError, KeyError):
