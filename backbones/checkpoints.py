@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,34 +89,78 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
         head = f.read(16)
     if path.suffix.lower() == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return _read_safetensors(path, label)
+    if head.startswith(b"PK\x03\x04") and not _has_zip_directory(path, size):
+        # torch.save writes a zip whose directory is at the end: a cut file lacks it, and
+        # torch's own error for that varies with where the cut is ("Invalid argument", ...).
+        raise CheckpointError(
+            f"{label}: truncated or incomplete checkpoint (the zip directory at its end is missing); "
+            "copy the file again"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about unusual pickle protocols on the way to refusing them; the
+            # outcome is reported once, below (the CLI's stderr holds one line).
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc)
-        if "weights_only" in detail or "GLOBAL" in detail or "Unsupported" in detail:
-            culprit = _culprit(detail)
-            raise CheckpointError(
-                f"{label}: refused: the pickle asks to run or import code{culprit}, which a weights "
-                "file never needs; nothing in it was executed (save model.state_dict() instead)"
-            ) from exc
-        raise CheckpointError(f"{label}: corrupt pickle ({detail.splitlines()[0][:120]})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise _refusal(label, str(exc)) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+        # Only the first sentence: torch appends advice about miniz internals.
+        detail = (str(exc).splitlines() or [""])[0].split(". ")[0][:160] or type(exc).__name__
         if any(s in detail for s in ("central directory", "failed finding", "EOF", "truncated", "Ran out")) or isinstance(
             exc, EOFError
         ):
-            raise CheckpointError(f"{label}: truncated or incomplete checkpoint ({detail})") from exc
+            raise CheckpointError(f"{label}: truncated or incomplete checkpoint ({detail}); copy the file again") from exc
+        if not head.startswith((b"PK\x03\x04", b"\x80")):
+            # Neither torch.save's zip nor a pickle: torch's own error (a bare KeyError) says nothing.
+            raise CheckpointError(
+                f"{label}: not a PyTorch checkpoint (content starts {head[:8]!r}); expected a file "
+                "saved with torch.save() or a .safetensors file"
+            ) from exc
         raise CheckpointError(f"{label}: not a readable PyTorch checkpoint ({detail})") from exc
+    except (AssertionError, AttributeError, struct.error) as exc:
+        # torch's legacy (pre-zip) loader trusts the pickle's storage table: damaged files
+        # fail inside it with these (found by fuzzing). Still a bad file, not a crash.
+        detail = (str(exc).splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{label}: corrupt PyTorch checkpoint ({type(exc).__name__}: {detail})") from exc
     return strip_prefixes(_unwrap(obj, label))
 
 
-def _culprit(detail: str) -> str:
-    import re
+def _has_zip_directory(path: Path, size: int) -> bool:
+    """Whether the file ends with a zip end-of-central-directory record (within its 64 KiB comment)."""
+    tail = min(size, 22 + 65535)
+    with open(path, "rb") as f:
+        f.seek(size - tail)
+        return b"PK\x05\x06" in f.read(tail)
 
-    m = re.search(r"GLOBAL ([\w.]+ [\w.]+|[\w.]+)", detail)
-    if m:
-        return f" ({m.group(1).replace(' ', '.')})"
-    return ""
+
+def _culprit(detail: str) -> str:
+    """``module.name`` of the global torch's safe unpickler refused, or ''."""
+    m = re.search(r"GLOBAL ([\w.]+)", detail)
+    return m.group(1) if m else ""
+
+
+def _refusal(label: str, detail: str) -> CheckpointError:
+    """The error for a pickle that ``weights_only`` loading refused (nothing in it ran)."""
+    culprit = _culprit(detail)
+    if culprit and culprit.rsplit(".", 1)[-1][:1].isupper():
+        # A class: usually torch.save(model) instead of torch.save(model.state_dict()).
+        return CheckpointError(
+            f"{label}: refused: the file pickles a whole object ({culprit}), not just tensors; "
+            "loading it would import and run code, so nothing in it was executed; re-save it "
+            "with torch.save(model.state_dict(), path)"
+        )
+    if culprit:
+        return CheckpointError(
+            f"{label}: refused: the pickle asks to run or import code ({culprit}), which a weights "
+            "file never needs; nothing in it was executed (save model.state_dict() instead)"
+        )
+    if "weights_only" in detail or "Unsupported" in detail:
+        return CheckpointError(
+            f"{label}: refused: a pickle the safe loader cannot read (not written by torch.save?); "
+            "nothing in it was executed; save model.state_dict() with torch.save()"
+        )
+    return CheckpointError(f"{label}: corrupt pickle ({(detail.splitlines() or [''])[0][:120]})")
 
 
 def _read_safetensors(path: Path, label: str) -> dict[str, torch.Tensor]:

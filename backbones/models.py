@@ -201,10 +201,9 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, label: s
         if w is None or tuple(w.shape) == tuple(module.weight.shape):
             continue
         if tuple(w.shape[1:]) != tuple(module.weight.shape[1:]):
-            raise CheckpointError(
-                f"{label}: {name}.weight has shape {tuple(w.shape)}, the architecture needs "
-                f"(N, {', '.join(map(str, module.weight.shape[1:]))}): wrong architecture?"
-            )
+            # Not a head of another width: another architecture. The key comparison below
+            # names missing / unexpected / mismatched keys, not just this one.
+            continue
         _set_submodule(model, name, _resize_head(module, int(w.shape[0])))
         num_classes = int(w.shape[0])
     # Auxiliary classifiers: keep them when the checkpoint has them, drop them when not.
@@ -229,7 +228,8 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, label: s
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         if mismatched:
             parts.append(f"{len(mismatched)} mismatched (e.g. {'; '.join(mismatched[:2])})")
-        raise CheckpointError(f"{label} does not fit this architecture: " + "; ".join(parts))
+        hint = " (a checkpoint for another architecture?)" if len(missing) + len(mismatched) > 2 else ""
+        raise CheckpointError(f"{label} does not fit this architecture{hint}: " + "; ".join(parts))
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
