@@ -270,6 +270,72 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     raise DatasetError(f"{p}: no such file or directory")
 
 
+#: Limits on an uploaded dataset archive (uncompressed bytes, members).
+MAX_ARCHIVE_BYTES = int(os.environ.get("BACKBONES_MAX_DATASET_BYTES", 4 * 1024**3))
+MAX_ARCHIVE_FILES = 200_000
+
+
+def unpack_dataset(source: bytes | str | os.PathLike, *, dest: str | os.PathLike | None = None) -> Path:
+    """Extract a ``.zip`` of class folders (an upload) and return the dataset folder for :func:`read_dataset`.
+
+    Extracts into ``dest`` or ``cache_dir()/datasets/<sha256 of the archive>``, so the
+    same upload is unpacked once. Members with absolute paths or ``..``, links,
+    ``__MACOSX`` and hidden files are left out; archives over
+    :data:`MAX_ARCHIVE_BYTES` uncompressed or :data:`MAX_ARCHIVE_FILES` members are
+    refused. When everything sits in one top-level folder, that folder is returned.
+    """
+    import hashlib
+    import shutil
+    import stat
+    import zipfile
+
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else None
+    label = "upload.zip" if data is not None else Path(source).name
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data) if data is not None else Path(source))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DatasetError(f"{label}: not a zip archive ({exc})") from exc
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ARCHIVE_FILES:
+            raise DatasetError(f"{label}: {len(members)} files, more than the {MAX_ARCHIVE_FILES} allowed")
+        total = sum(m.file_size for m in members)
+        if total > MAX_ARCHIVE_BYTES:
+            raise DatasetError(
+                f"{label}: {total / 2**30:.1f} GiB uncompressed, over the {MAX_ARCHIVE_BYTES / 2**30:.1f} GiB limit"
+            )
+        if dest is None:
+            from backbones.paths import cache_dir
+
+            digest = hashlib.sha256(data if data is not None else Path(source).read_bytes()).hexdigest()[:16]
+            dest = cache_dir() / "datasets" / digest
+        dest = Path(dest)
+        done_marker = dest / ".complete"
+        if not done_marker.exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            for m in members:
+                parts = Path(m.filename.replace("\\", "/")).parts
+                is_link = stat.S_ISLNK(m.external_attr >> 16)
+                if (m.is_dir() or is_link or not parts or Path(m.filename).is_absolute() or ".." in parts
+                        or any(_is_hidden(p) for p in parts)):
+                    continue
+                target = dest.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(m) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                    raise DatasetError(f"{label}: cannot extract {m.filename} ({exc})") from exc
+            done_marker.write_text("ok")
+    entries = [p for p in dest.iterdir() if not _is_hidden(p.name)]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        # One wrapper folder around the class folders ("flowers/daisy/1.jpg"), not a single class.
+        if any(p.is_dir() for p in inner.iterdir() if not _is_hidden(p.name)):
+            return inner
+    return dest
+
+
 def select_samples(dataset: Dataset, limit: int | None) -> tuple[Sample, ...]:
     """At most ``limit`` samples, taken round-robin across classes so a small limit sees every class."""
     if limit is None or limit >= len(dataset.samples):

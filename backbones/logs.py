@@ -400,13 +400,11 @@ def parse_text_log(text: str, *, source: str = "log", name: str | None = None) -
         last = current.accs[-1] if current and current.accs else None
         new_run = current is None or (document and prose_since_epoch) or (last is not None and epoch < last.epoch)
         if last is not None and not new_run and epoch == last.epoch:
-            # The same epoch again: a second line of it (train, then test) merges; a repeat restarts.
-            new_run = bool(set(metrics) & set(last.values))
-            if not new_run:
-                for k, (v, pct) in metrics.items():
-                    last.put(k, v, percent=pct)
-                prose_since_epoch = False
-                return
+            # The same epoch again: its evaluation line, or per-iteration lines (the last one wins).
+            for k, (v, pct) in metrics.items():
+                last.put(k, v, percent=pct)
+            prose_since_epoch = False
+            return
         if new_run:
             current = start_block(line_no)
         acc = _Acc(epoch, line_no)

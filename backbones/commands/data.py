@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("logs", help="read training logs (text, CSV, TensorBoard) and compare the runs")
     p.add_argument("files", nargs="+", metavar="FILE", help="log file, CSV, TensorBoard event file or log directory")
     p.add_argument(
-        "--name", action="append", default=None, metavar="NAME",
-        help="name the runs of the matching FILE (repeat once per file, in order)",
+        "--name", action="extend", nargs="+", default=None, metavar="NAME",
+        help="names for the runs of each FILE, in order (--name 'VGG19 baseline' 'NIN')",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_logs)
@@ -64,7 +64,10 @@ def cmd_eval(args) -> int:
     result = evaluate_dataset(
         loaded, dataset, batch_size=args.batch_size, limit=args.limit, progress=ProgressPrinter()
     )
-    if not args.no_store:
+    if not loaded.trained and not args.no_store:
+        # Chance-level accuracy of random weights does not belong beside published figures.
+        print("note: untrained weights: result not saved", file=sys.stderr)
+    elif not args.no_store:
         try:
             row = save_evaluation(result)
             print(f"saved to the results store (id {row})", file=sys.stderr)

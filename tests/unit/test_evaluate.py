@@ -378,3 +378,25 @@ def test_cli_eval_json(photos, tmp_path, monkeypatch, capsys):
 
     assert run(parser, ["eval", str(tmp_path / "nowhere"), "--no-store"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_unpack_uploaded_zip(photos, tmp_path):
+    import io
+    import zipfile
+
+    from backbones.evaluate import unpack_dataset
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for f in sorted(photos.rglob("*")):
+            if f.is_file():
+                z.write(f, "holiday/" + f.relative_to(photos).as_posix())
+        z.writestr("../evil.txt", "outside")
+        z.writestr("__MACOSX/holiday/._daisy", "resource fork")
+    folder = unpack_dataset(buffer.getvalue(), dest=tmp_path / "x" / "unpacked")
+    assert folder == tmp_path / "x" / "unpacked" / "holiday"
+    assert not (tmp_path / "x" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    ds = read_dataset(folder)
+    assert ds.classes == ("daisy", "military_uniform", "palace") and len(ds.samples) == 11
+    with pytest.raises(DatasetError, match="not a zip archive"):
+        unpack_dataset(b"PK but not really", dest=tmp_path / "y")

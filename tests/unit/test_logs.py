@@ -150,6 +150,12 @@ def test_keras_progress_lines_and_split_train_test_lines():
     assert run.epochs == (Epoch(1, loss=0.5, train_acc=0.8, test_acc=0.7, time_s=3.5),)
 
 
+def test_per_iteration_lines_keep_the_last_value():
+    text = "Epoch [1][10/20] lr: 1.0e-03, loss: 0.9\nEpoch [1][20/20] lr: 1.0e-03, loss: 0.7\nEpoch [2][10/20] loss: 0.5\n"
+    (run,) = parse_text_log(text)
+    assert run.epochs == (Epoch(1, loss=0.7), Epoch(2, loss=0.5))
+
+
 def test_plain_log_splits_when_epochs_restart():
     text = "\n".join(
         [f"epoch {i}, loss {1 / i:.3f}, test accuracy 0.{i}" for i in range(1, 4)]
@@ -359,7 +365,7 @@ def test_cli_logs_json(capsys):
     from backbones.cli import build_parser, run
 
     parser = build_parser(modules=("backbones.commands.data",))
-    code = run(parser, ["logs", str(SEED), str(DATA / "keras_training.csv"), "--name", "meeting", "--name", "Keras", "--json"])
+    code = run(parser, ["logs", str(SEED), str(DATA / "keras_training.csv"), "--name", "meeting", "Keras", "--json"])
     assert code == 0
     runs = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in runs][:3] == ["meeting (动物数据集)", "meeting (Vgg19 / 初始结构)", "meeting (NIN)"]
