@@ -601,19 +601,22 @@ def _axis(values: tuple) -> str:
 
 
 def _out_expr(n: int, k: int, s: int, p: int, d: int, *, ceil: bool = False) -> tuple[int, str]:
-    """PyTorch's output size along one axis and the worked expression ``(W-F+2P)/S+1``."""
+    """PyTorch's output size along one axis and the worked expression ``(W-F+2P)/S+1``.
+
+    PyTorch computes ``floor((n + 2p - d*(k-1) - 1) / s) + 1`` (``ceil`` in ceil_mode),
+    which for ``d = 1`` is the classic ``(W - F + 2P) / S + 1`` rounded down.
+    """
     span = f"{n}-{k}" if d == 1 else f"{n}-{d}*({k}-1)-1"
-    # PyTorch: floor((n + 2p - d*(k-1) - 1) / s) + 1, i.e. (W-F+2P)/S+1 rounded down when d=1.
-    numerator = exact_num = n + 2 * p - d * (k - 1) - 1
+    num = n + 2 * p - d * (k - 1) - 1
     expr = f"({span}+2*{p})/{s}+1"
     if not ceil:
-        out = exact_num // s + 1
-        if exact_num % s:
-            expr += f" ({numerator}/{s} floored to {exact_num // s}, as PyTorch does)"
-        return out, expr
-    out = -(-exact_num // s) + 1
-    if exact_num % s:
-        expr += f" ({numerator}/{s} rounded up to {-(-exact_num // s)}: ceil_mode)"
+        if num % s:
+            expr += f" ({num}/{s} floored to {num // s}, as PyTorch does)"
+        return num // s + 1, expr
+    up = -(-num // s)
+    if num % s:
+        expr += f" ({num}/{s} rounded up to {up}: ceil_mode)"
+    out = up + 1
     if (out - 1) * s >= n + p:  # PyTorch drops a last window that would start in the padding
         out -= 1
         expr += " -1 (the last window would start in the padding)"
@@ -691,10 +694,16 @@ def _derive_conv(module: nn.Conv2d, kind: str, input_shape, output_shape, own_pa
     c_in, c_out, g = module.in_channels, module.out_channels, module.groups
     k, s, d = _pair(module.kernel_size), _pair(module.stride), _pair(module.dilation)
     padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
+    if padding == "valid":
+        padding = (0, 0)
     head = f"{kind} {c_in}->{c_out}"
     if g > 1:
         head += " depthwise" if g == c_in == c_out else f" groups {g}"
-    pad_text = f" p{padding!r}" if isinstance(padding, str) else (f" p{_axis(padding)}" if any(padding) else " p0")
+    dynamic = type(module).__name__.endswith("Same")  # timm's TF-style 'same' padding, added in forward
+    if dynamic or isinstance(padding, str):
+        pad_text = f" p {padding if isinstance(padding, str) else 'same'}"
+    else:
+        pad_text = f" p{_axis(padding)}"
     head += f", k{_axis(k)} s{_axis(s)}{pad_text}" + (f" d{_axis(d)}" if d != (1, 1) else "")
     ch = f"{c_in}" if g == 1 else f"{c_in}/{g}"
     bias = module.bias is not None
@@ -705,7 +714,6 @@ def _derive_conv(module: nn.Conv2d, kind: str, input_shape, output_shape, own_pa
             params += " (no bias)"
     else:
         params = f"{_fmt(own_params)} params"
-    dynamic = type(module).__name__.endswith("Same")
     size = _size_part(input_shape[-2:], output_shape[-2:], k, s, padding, d, dynamic=dynamic)
     parts = [f"{head}: {params}", size, _neurons_part(tuple(output_shape))]
     return "; ".join(p for p in parts if p)
@@ -821,6 +829,10 @@ def _build(
     if transformer:
         rf_state, rf_note = False, TRANSFORMER_NOTE
         notes.append("receptive fields do not apply: self-attention mixes every position (transformer)")
+        notes.append(
+            "mult-adds are torchinfo's, which counts layers with weights only: attention's matrix "
+            "products are left out, so transformers show far fewer than their real MACs"
+        )
     elif tracer.failure:
         rf_state, rf_note = False, f"could not be traced ({tracer.failure})"
         notes.append(f"receptive fields {rf_note}")

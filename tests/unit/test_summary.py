@@ -326,6 +326,41 @@ def test_transformers_report_no_receptive_field():
     assert s.spatial_layers() == ("conv_proj",)
 
 
+class Upsampling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2)
+        self.after = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.after(self.up(self.conv(x)))
+
+
+def test_untraceable_ops_give_null_fields_with_a_note_not_a_wrong_number():
+    s = summarize_model(Upsampling(), input_size=(3, 8, 8))
+    assert rf(s, "conv") == (3, 1)
+    for name in ("up", "after", ""):
+        row = s.find(name)
+        assert row.receptive_field is None and "interpolate is not supported" in row.rf_note
+    assert any("interpolate" in n for n in s.notes)
+    assert s.find("after").output_shape == (1, 4, 16, 16)  # the rest of the summary is intact
+
+
+def test_a_failing_trace_degrades_to_null_fields(monkeypatch):
+    from backbones import summary as module
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(module._Tracer, "_rule", broken)
+    s = summarize_model(Residual(), input_size=(3, 8, 8))
+    assert s.receptive_fields is False
+    assert all(r.receptive_field is None for r in s.layers)
+    assert "could not be traced" in s.notes[0] and "boom" in s.notes[0]
+    assert s.total_params == sum(r.params for r in s.layers) > 0
+
+
 # --------------------------------------------------------------------------- inputs, checkpoints, cache
 
 
@@ -356,7 +391,7 @@ def test_bad_inputs_are_user_errors():
         s.find("features.O")
 
 
-def test_checkpoint_with_102_classes_summarises_with_its_own_head(tmp_path):
+def test_checkpoint_with_102_classes_summarises_with_its_own_head(tmp_path, capsys):
     from backbones.models import build_architecture, load_checkpoint
 
     model = build_architecture("resnet18")
@@ -372,6 +407,9 @@ def test_checkpoint_with_102_classes_summarises_with_its_own_head(tmp_path):
     assert fc.derivation == "Linear 512->102: 102*512+102 = 52,326 params"
     assert s.total_params == 11_689_512 - 513_000 + 52_326
     assert summarize_model(loaded) is s  # cached per loaded model
+    assert main(["summary", "resnet18", "--checkpoint", str(path), "--json", "--depth", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "flowers" and doc["layers"][-1]["output_shape"] == [1, 102]
     assert not loaded.model._forward_hooks and not loaded.model.fc._forward_pre_hooks
 
 
