@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)
 
+    p = sub.add_parser("compare", help="published figures beside latency measured here (the Compare page's table)")
+    p.add_argument("models", nargs="*", metavar="M", help="default: the curated selection")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="only CPU measurements taken with this many threads")
+    p.add_argument("--db", default=None, help="results database (default: $BACKBONES_RESULTS_DB or the cache)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_compare)
+
     p = sub.add_parser("weights", help="weights status of a model, with the expected file paths")
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
@@ -130,4 +139,38 @@ def cmd_import(args) -> int:
 
     dest = import_weights(args.model, Path(args.file), weights=args.weights)
     print(f"imported {args.file} -> {dest}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from backbones.catalog import CURATED
+    from backbones.compare import comparison_rows
+    from backbones.store import ResultsStore
+
+    names = args.models or list(CURATED)
+    rows = comparison_rows(
+        names, store=ResultsStore(args.db), device=args.device, batch_size=args.batch_size, threads=args.threads
+    )
+    if args.json:
+        emit_json([r.to_dict() for r in rows])
+        return 0
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    table = [
+        [
+            r.model,
+            r.series,
+            fmt(r.published_top1, ".2f"),
+            fmt(r.latency_ms, ".2f"),
+            fmt(r.p10_ms, ".2f") + "-" + fmt(r.p90_ms, ".2f") if r.latency_ms is not None else "-",
+            human_count(r.params),
+            human_count(r.macs),
+            fmt(r.size_mib, ".1f"),
+        ]
+        for r in rows
+    ]
+    headers = ["model", "series", "top-1 %", "median ms", "p10-p90 ms", "params", "MACs", "MiB"]
+    print(format_table(table, headers))
     return 0

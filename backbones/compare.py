@@ -1,0 +1,178 @@
+"""The comparison table: published figures beside what was measured here (and elsewhere).
+
+One :class:`ComparisonRow` per (model, measurement series). The published
+columns come from the catalog with their sources; latency, size and MACs come
+from the results store, latest measurement first, for a chosen device, batch
+size and thread count. Imported measurements (a GPU box, a colleague's laptop)
+are their own series. Evaluations on the user's datasets appear as
+``accuracy on <dataset>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from backbones.catalog import get_entry
+from backbones.errors import BackboneError
+
+HERE = "here"
+
+#: Axes a scatter can put on x: (row attribute, label with honest units).
+X_AXES = {
+    "latency": ("latency_ms", "latency, median (ms per batch)"),
+    "macs": ("gmacs", "GMACs per image (multiply-accumulates)"),
+    "params": ("params_m", "parameters (millions)"),
+    "size": ("size_mib", "file size (MiB, serialized state_dict)"),
+}
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    model: str
+    display_name: str
+    source: str  # catalog source: torchvision | timm | bundled
+    series: str  # "measured here" | "measured on <machine>" | "published only"
+    published_top1: float | None
+    published_top5: float | None
+    published_source: str | None
+    params: int | None
+    macs: int | None
+    size_mib: float | None
+    size_source: str | None
+    latency_ms: float | None = None
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    throughput_ips: float | None = None
+    runs: int | None = None
+    device: str | None = None
+    device_name: str | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    measured_at: str | None = None
+    reference_cpu_ms: float | None = None
+    reference_cpu_source: str | None = None
+    accuracy_on: dict = field(default_factory=dict)  # dataset -> top-1 (fraction)
+
+    @property
+    def params_m(self) -> float | None:
+        return None if self.params is None else self.params / 1e6
+
+    @property
+    def gmacs(self) -> float | None:
+        return None if self.macs is None else self.macs / 1e9
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["params_m"] = self.params_m
+        d["gmacs"] = self.gmacs
+        return d
+
+
+def _matches(payload: dict, device: str | None, batch_size: int | None, threads: int | None) -> bool:
+    if device is not None and not str(payload.get("device", "")).startswith(device):
+        return False
+    if batch_size is not None and payload.get("batch_size") != batch_size:
+        return False
+    if threads is not None and payload.get("threads") != threads and str(payload.get("device", "")).startswith("cpu"):
+        return False
+    return True
+
+
+def comparison_rows(
+    names: Sequence[str],
+    *,
+    store=None,
+    device: str | None = "cpu",
+    batch_size: int | None = 1,
+    threads: int | None = None,
+    display_names: dict[str, str] | None = None,
+) -> list[ComparisonRow]:
+    """Rows for ``names`` (catalog names, or names of checkpoints measured under their own name).
+
+    For each model: one row per series with a matching measurement (the latest),
+    or one "published only" row when nothing was measured yet.
+    ``store`` is a :class:`~backbones.store.ResultsStore` (None: the default store).
+    """
+    if store is None:
+        from backbones.store import ResultsStore
+
+        store = ResultsStore()
+    latency = store.query(kind="latency")
+    evaluations = store.query(kind="evaluation")
+    rows: list[ComparisonRow] = []
+    for name in names:
+        try:
+            entry = get_entry(name)
+        except BackboneError:
+            entry = None
+        accuracy = {}
+        for ev in sorted((e for e in evaluations if e.model == name), key=lambda e: e.created):
+            dataset = ev.payload.get("dataset") or "dataset"
+            if ev.payload.get("top1") is not None:
+                accuracy[str(dataset)] = float(ev.payload["top1"])
+        base = dict(
+            model=name,
+            display_name=(display_names or {}).get(name) or (entry.display_name if entry else name),
+            source=entry.source if entry else "checkpoint",
+            published_top1=entry.published_top1 if entry else None,
+            published_top5=entry.published_top5 if entry else None,
+            published_source=entry.published_source if entry else None,
+            params=entry.params if entry else None,
+            macs=entry.macs if entry else None,
+            size_mib=entry.file_size_mib if entry else None,
+            size_source="published weights file" if entry and entry.file_size_mib else None,
+            reference_cpu_ms=entry.reference_cpu_ms if entry else None,
+            reference_cpu_source=entry.reference_cpu_source if entry else None,
+            accuracy_on=accuracy,
+        )
+        latest: dict[str, object] = {}
+        for r in sorted((r for r in latency if r.model == name), key=lambda r: r.created):
+            if _matches(r.payload, device, batch_size, threads):
+                latest[r.source] = r
+        if not latest:
+            rows.append(ComparisonRow(series="published only", **base))
+            continue
+        for source in sorted(latest, key=lambda s: (s != HERE, s)):
+            r = latest[source]
+            p = r.payload
+            measured = dict(base)
+            measured.update(
+                params=p.get("params") or base["params"],
+                macs=p.get("macs") or base["macs"],
+                size_mib=p.get("size_mib") or base["size_mib"],
+                size_source="measured: serialized state_dict" if p.get("size_mib") else base["size_source"],
+            )
+            rows.append(
+                ComparisonRow(
+                    series=r.source_label,
+                    latency_ms=p.get("median_ms"),
+                    p10_ms=p.get("p10_ms"),
+                    p90_ms=p.get("p90_ms"),
+                    throughput_ips=p.get("throughput_ips"),
+                    runs=p.get("runs"),
+                    device=p.get("device"),
+                    device_name=(r.env or {}).get("device_name") or (p.get("env") or {}).get("device_name"),
+                    batch_size=p.get("batch_size"),
+                    threads=p.get("threads"),
+                    measured_at=r.created,
+                    **measured,
+                )
+            )
+    return rows
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower x and higher y are better.
+
+    A point is on the front when no other point has x <= its x and y >= its y
+    with at least one strict. Returned in increasing x.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_y = [], float("-inf")
+    for i in order:
+        x, y = points[i]
+        if y > best_y:
+            front.append(i)
+            best_y = y
+    return front

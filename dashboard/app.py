@@ -1,0 +1,29 @@
+"""Backbone Lens: `streamlit run dashboard/app.py`. This file only sets up the page and routes."""
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts dashboard/ on sys.path, not the repo root that holds the packages.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="Backbone Lens", page_icon="🔬", layout="wide", initial_sidebar_state="expanded")
+
+from dashboard.components import render_sidebar  # noqa: E402
+
+VIEWS = Path(__file__).resolve().parent / "views"
+PAGES = [
+    st.Page(VIEWS / "compare.py", title="Compare", icon="📊", url_path="compare", default=True),
+    st.Page(VIEWS / "architecture.py", title="Architecture", icon="🧱", url_path="architecture"),
+    st.Page(VIEWS / "predict.py", title="Predict", icon="🏷️", url_path="predict"),
+    st.Page(VIEWS / "explain.py", title="Explain", icon="🔥", url_path="explain"),
+    st.Page(VIEWS / "evaluate.py", title="Evaluate", icon="🎯", url_path="evaluate"),
+    st.Page(VIEWS / "training.py", title="Training runs", icon="📈", url_path="training"),
+    st.Page(VIEWS / "models.py", title="Models", icon="🗂️", url_path="models"),
+]
+page = st.navigation(PAGES)
+render_sidebar()
+page.run()

@@ -1,0 +1,139 @@
+"""Shared widgets and renderers: the sidebar backbone picker, error boxes, image inputs, charts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from backbones.errors import BackboneError
+from dashboard import state
+
+SOURCE_BADGE = {"bundled": "🟢 bundled weights", "cached": "🔵 cached weights", "downloadable": "⚪ no weights here"}
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def render_sidebar() -> None:
+    """The backbone picker every page shares (curated first; type to search the whole catalog)."""
+    state.init_session()
+    options = state.model_options()
+    # Keep only options that still exist (a custom checkpoint can be removed).
+    current = [o for o in st.session_state[state.SELECTED] if o in options]
+    if current != st.session_state[state.SELECTED]:
+        st.session_state[state.SELECTED] = current
+    with st.sidebar:
+        st.markdown("### Backbones")
+        st.multiselect(
+            "Backbones to compare",
+            options,
+            key=state.SELECTED,
+            format_func=state.display_name,
+            help="The curated selection comes first; type to search all "
+            f"{len(options)} models (torchvision, timm:…, bundled ●, your checkpoints ★).",
+            placeholder="Type a name, e.g. resnet",
+        )
+        rows = {r["name"]: r for r in state.catalog_rows()}
+        for option in st.session_state[state.SELECTED]:
+            if option.startswith(state.CUSTOM_PREFIX):
+                custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
+                if custom:
+                    st.caption(f"★ **{custom.label}**: your {custom.arch} checkpoint, {custom.num_classes} classes")
+                continue
+            row = rows.get(option)
+            if row:
+                status = row["weights"][0]["status"] if row["weights"] else "none"
+                st.caption(f"**{row['display_name']}** · {row['source']} · {SOURCE_BADGE.get(status, status)}")
+        for message in state.pop_notices():
+            st.warning(message)
+        st.divider()
+        st.caption(
+            "Published figures are cited where shown; latency is measured on this machine. "
+            "Every number has a CLI twin: `python -m backbones --help`."
+        )
+
+
+def show_error(exc: BaseException, *, prefix: str = "") -> None:
+    """A friendly one-line error (never a traceback)."""
+    text = str(exc) if isinstance(exc, BackboneError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    st.error(f"{prefix}{text}", icon="⚠️")
+
+
+@contextlib.contextmanager
+def guarded(prefix: str = "") -> Iterator[None]:
+    """Turn a BackboneError into st.error and keep the page running."""
+    try:
+        yield
+    except BackboneError as exc:
+        show_error(exc, prefix=prefix)
+
+
+def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
+    """Uploaded images (kept for the session) or a built-in sample photo: ``[(name, bytes)]``."""
+    samples = state.sample_photos()
+    col_upload, col_sample = st.columns([3, 2])
+    with col_upload:
+        files = st.file_uploader(
+            "Upload images",
+            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+            accept_multiple_files=multiple,
+            key=f"{key}_upload",
+            help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF.",
+        )
+    with col_sample:
+        choice = st.selectbox(
+            "…or use a sample photo",
+            ["(none)", *samples],
+            index=1 if samples else 0,
+            key=f"{key}_sample",
+        )
+    files = files if isinstance(files, list) else ([files] if files else [])
+    out = [(f.name, f.getvalue()) for f in files]
+    for name, data in out:
+        state.remember_upload(name, data)
+    if not out and choice != "(none)":
+        out = [(choice, samples[choice])]
+    return out
+
+
+def decoded_images(inputs: list[tuple[str, bytes]]):
+    """Decode each input; bad files get their own st.error and are left out."""
+    good = []
+    for name, data in inputs:
+        try:
+            image, info = state.decode_image(data, name)
+        except BackboneError as exc:
+            show_error(exc)
+            continue
+        good.append((name, data, image, info))
+    return good
+
+
+def topk_chart(topk: list[dict], *, title: str = "", height: int = 230) -> go.Figure:
+    labels = [f"{t['label']}" for t in reversed(topk)]
+    probs = [t["prob"] * 100 for t in reversed(topk)]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=labels,
+            orientation="h",
+            text=[f"{p:.1f}%" for p in probs],
+            textposition="auto",
+            marker_color="#2563eb",
+            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        xaxis=dict(title="probability (%)", range=[0, 100]),
+        yaxis=dict(automargin=True),
+    )
+    return fig
+
+
+def plot(fig: go.Figure, *, key: str | None = None) -> None:
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")

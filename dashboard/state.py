@@ -1,0 +1,273 @@
+"""Every st.cache_* function and every st.session_state key of the dashboard lives here.
+
+Views call these helpers and render what they return; the heavy lifting is in
+``backbones`` and ``viz``. Models are shared across sessions through one bounded,
+thread-safe LRU cache (``backbones.cache.ModelCache``); pure results (summaries,
+predictions, CAMs) are memoised with ``st.cache_data`` keyed by content digests,
+so moving a slider re-renders without recomputing the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from backbones.catalog import CURATED, DEFAULT_MODEL, get_entry, list_models
+from backbones.errors import BackboneError
+from backbones.models import LoadedModel, load_model
+
+# --- session_state keys -------------------------------------------------------------------
+SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" entries
+CUSTOM = "custom_models"  # dict[label, CustomModel]
+UPLOADS = "uploaded_images"  # dict[digest, (name, bytes)] kept across pages
+NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt)
+INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
+CUSTOM_PREFIX = "custom:"
+
+
+@dataclass(frozen=True)
+class CustomModel:
+    """A user's checkpoint, kept on disk by content digest so reruns and pages can reload it."""
+
+    label: str
+    arch: str
+    path: str
+    classes: tuple[str, ...] | None
+    digest: str
+    num_classes: int
+
+
+def init_session() -> None:
+    ss = st.session_state
+    ss.setdefault(SELECTED, list(INITIAL_SELECTION))
+    ss.setdefault(CUSTOM, {})
+    ss.setdefault(UPLOADS, {})
+    ss.setdefault(NOTICES, [])
+
+
+def selected_models() -> list[str]:
+    init_session()
+    return list(st.session_state[SELECTED])
+
+
+def custom_models() -> dict[str, CustomModel]:
+    init_session()
+    return dict(st.session_state[CUSTOM])
+
+
+def model_options() -> list[str]:
+    """Every name the picker offers: curated first, then the catalog, then this session's checkpoints."""
+    names = [e.name for e in catalog_entries()]
+    return [CUSTOM_PREFIX + label for label in custom_models()] + names
+
+
+def display_name(option: str) -> str:
+    if option.startswith(CUSTOM_PREFIX):
+        label = option[len(CUSTOM_PREFIX) :]
+        custom = custom_models().get(label)
+        return f"★ {label} ({custom.arch})" if custom else f"★ {label}"
+    try:
+        entry = get_entry(option)
+    except BackboneError:
+        return option
+    badge = {"bundled": "● ", "timm": "timm · ", "torchvision": ""}[entry.source]
+    star = "" if option not in CURATED else ""
+    return f"{badge}{entry.display_name}{star}" if entry.display_name != option else f"{badge}{option}"
+
+
+# --- catalog ---------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def catalog_entries():
+    return list_models()
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def catalog_rows(names: tuple[str, ...] | None = None) -> list[dict]:
+    """The ``python -m backbones list --json`` rows (weights status re-read every 30 s)."""
+    from backbones.commands.core import catalog_rows as rows_for
+
+    entries = catalog_entries() if names is None else [get_entry(n) for n in names]
+    return rows_for(entries)
+
+
+# --- models ---------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def model_cache():
+    """One LRU cache of loaded models for the whole server, bounded by count and bytes."""
+    from backbones.cache import ModelCache
+
+    return ModelCache()
+
+
+def loaded_model(option: str, *, weights: str = "default") -> LoadedModel:
+    """The model behind a picker option, from the shared cache (raises BackboneError)."""
+    if option.startswith(CUSTOM_PREFIX):
+        label = option[len(CUSTOM_PREFIX) :]
+        custom = custom_models().get(label)
+        if custom is None:
+            raise BackboneError(f"checkpoint {label!r} is not loaded in this session any more")
+        key = ("checkpoint", custom.arch, custom.digest, custom.classes)
+        return model_cache().get_or_load(
+            key,
+            lambda: load_model(
+                custom.arch,
+                checkpoint=custom.path,
+                classes=list(custom.classes) if custom.classes else None,
+                display_name=label,
+            ),
+        )
+    key = ("catalog", option, weights)
+    return model_cache().get_or_load(key, lambda: load_model(option, weights=weights))
+
+
+def model_key(option: str, weights: str = "default") -> str:
+    """A hashable, content-based key for st.cache_data functions."""
+    if option.startswith(CUSTOM_PREFIX):
+        custom = custom_models().get(option[len(CUSTOM_PREFIX) :])
+        return f"{option}|{custom.digest if custom else 'missing'}"
+    return f"{option}|{weights}"
+
+
+def trained_weights_available(option: str) -> tuple[bool, str]:
+    """Whether predictions/CAMs can run for ``option`` offline, and why not."""
+    if option.startswith(CUSTOM_PREFIX):
+        return True, ""
+    from backbones.weights import require_weights_file, resolve_weights
+
+    entry = get_entry(option)
+    try:
+        require_weights_file(entry, resolve_weights(entry, "default"))
+    except BackboneError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+# --- images ---------------------------------------------------------------------------------
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def remember_upload(name: str, data: bytes) -> str:
+    init_session()
+    key = digest(data)
+    st.session_state[UPLOADS][key] = (name, data)
+    return key
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decode_image(data: bytes, name: str):
+    """``(PIL image, ImageInfo)``; raises ImageError with a one-line reason."""
+    from backbones.images import load_image_with_info
+
+    return load_image_with_info(data, name=name)
+
+
+@st.cache_data(show_spinner=False)
+def sample_photos() -> dict[str, bytes]:
+    from backbones.samples import sample_photos as find
+
+    return {label: Path(path).read_bytes() for label, path in find().items()}
+
+
+# --- predictions ----------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=256)
+def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
+    """Top-k for one image and one model (``key`` and ``image_digest`` make the cache key)."""
+    from backbones.predict import predict
+
+    image, _ = decode_image(data, name)
+    loaded = loaded_model(option)
+    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=topk)[0].topk]
+
+
+def push_notice(message: str) -> None:
+    init_session()
+    st.session_state[NOTICES].append(message)
+
+
+def pop_notices() -> list[str]:
+    init_session()
+    out = list(st.session_state[NOTICES])
+    st.session_state[NOTICES].clear()
+    return out
+
+
+def default_model() -> str:
+    return DEFAULT_MODEL
+
+
+# --- measurements and the results store -----------------------------------------------------
+def available_devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def results_store():
+    """The results store; a corrupt file is moved aside and rebuilt, with a notice for the user."""
+    import warnings
+
+    from backbones.store import ResultsStore
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ResultsStore()
+        store.count()
+    for w in caught:
+        push_notice(str(w.message))
+    return store
+
+
+def _measurable(option: str):
+    """A catalog name, or the loaded checkpoint (measured under its own name)."""
+    return loaded_model(option) if option.startswith(CUSTOM_PREFIX) else option
+
+
+def store_name(option: str) -> str:
+    return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
+
+
+def run_benchmarks(options: list[str], *, progress=None, **settings) -> list:
+    """Measure the options one by one; each result is stored as soon as it exists."""
+    from backbones.measure import bench_models
+
+    store = results_store()
+    results = bench_models([_measurable(o) for o in options], store=store, progress=progress, **settings)
+    comparison.clear()
+    return results
+
+
+@st.cache_data(show_spinner=False, ttl=5)
+def comparison(options: tuple[str, ...], *, device: str, batch_size: int, threads: int | None) -> list[dict]:
+    from backbones.compare import comparison_rows
+
+    names = [store_name(o) for o in options]
+    labels = {store_name(o): display_name(o) for o in options}
+    rows = comparison_rows(names, store=results_store(), device=device, batch_size=batch_size, threads=threads, display_names=labels)
+    return [r.to_dict() for r in rows]
+
+
+def import_results(data: bytes) -> int:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        n = results_store().import_json(tmp.name)
+    comparison.clear()
+    return n
+
+
+def export_results() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = Path(tmpdir) / "results.json"
+        try:
+            results_store().export_json(path)
+        except BackboneError:
+            return b"[]"
+        return path.read_bytes()

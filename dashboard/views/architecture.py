@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("architecture")
+st.info("Being built.")

@@ -1,0 +1,216 @@
+"""Compare: published accuracy beside latency measured here, parameters, MACs and file size."""
+
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from backbones.compare import X_AXES, pareto_front
+from backbones.errors import BackboneError, CancelledError
+from dashboard import components, state
+
+st.title("📊 Compare backbones")
+st.caption(
+    "Published ImageNet accuracy (source cited per model) beside latency **measured on this machine**. "
+    "CLI: `python -m backbones bench NAME… --json`, `python -m backbones compare NAME… --json`."
+)
+
+models = state.selected_models()
+if not models:
+    st.info("Pick backbones in the sidebar to compare them.")
+    st.stop()
+
+devices = state.available_devices()
+with st.container(border=True):
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
+    device = c1.selectbox("Device", devices, key="cmp_device", help="cuda appears when PyTorch sees a GPU")
+    batch_size = c2.selectbox("Batch size", [1, 2, 4, 8, 16, 32, 64], key="cmp_batch")
+    max_threads = os.cpu_count() or 1
+    threads = c3.number_input("CPU threads", 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
+    budget = c4.number_input("Seconds per model", 0.5, 30.0, 2.0, step=0.5, key="cmp_budget")
+    c5.write("")
+    measure = c5.button(f"⏱ Measure {len(models)} backbone(s)", type="primary", key="cmp_measure", width="stretch")
+
+if measure:
+    progress = st.progress(0.0, text="Starting…")
+    st.button("Stop", key="cmp_stop", help="Stops after the current model; finished results are kept.")
+
+    def report(done: int, total: int, message: str) -> None:
+        progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
+
+    try:
+        state.run_benchmarks(models, device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
+    except CancelledError as exc:
+        st.warning(str(exc))
+    except BackboneError as exc:
+        components.show_error(exc)
+    else:
+        progress.progress(1.0, text="Done: results saved (they persist across restarts).")
+
+threads_filter = int(threads) if device == "cpu" else None
+try:
+    rows = state.comparison(tuple(models), device=device, batch_size=batch_size, threads=threads_filter)
+except BackboneError as exc:
+    components.show_error(exc)
+    st.stop()
+
+table = pd.DataFrame(
+    [
+        {
+            "backbone": r["display_name"],
+            "name": r["model"],
+            "series": r["series"],
+            "top-1 (%)": r["published_top1"],
+            "top-5 (%)": r["published_top5"],
+            **{f"top-1 on {ds} (%)": acc * 100 for ds, acc in r["accuracy_on"].items()},
+            "latency median (ms)": r["latency_ms"],
+            "p10 (ms)": r["p10_ms"],
+            "p90 (ms)": r["p90_ms"],
+            "images/s": r["throughput_ips"],
+            "params (M)": r["params_m"],
+            "GMACs": r["gmacs"],
+            "size (MiB)": r["size_mib"],
+            "device": r["device_name"] or r["device"],
+            "batch": r["batch_size"],
+            "threads": r["threads"],
+            "measured at (UTC)": r["measured_at"],
+            "accuracy source": r["published_source"],
+        }
+        for r in rows
+    ]
+)
+measured = table["latency median (ms)"].notna()
+if not measured.any():
+    st.info(
+        f"No latency measured yet for {device}, batch {batch_size}"
+        + (f", {int(threads)} threads" if device == "cpu" else "")
+        + ". Press **Measure** (about "
+        f"{len(models) * (float(budget) + 1):.0f} s): published figures are shown meanwhile."
+    )
+
+st.dataframe(
+    table,
+    hide_index=True,
+    key="cmp_table",
+    column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if table[c].dtype.kind == "f"},
+)
+st.download_button(
+    "⬇ Download table (CSV)",
+    table.to_csv(index=False).encode(),
+    file_name="backbone-comparison.csv",
+    mime="text/csv",
+    key="cmp_csv",
+)
+
+tab_scatter, tab_acc, tab_lat, tab_size = st.tabs(["Accuracy vs cost", "Accuracy", "Latency", "Size & compute"])
+
+with tab_scatter:
+    x_choice = st.radio(
+        "x axis",
+        list(X_AXES),
+        format_func=lambda k: X_AXES[k][1],
+        horizontal=True,
+        key="cmp_x",
+    )
+    attr, x_label = X_AXES[x_choice]
+    points = [r for r in rows if r.get(attr) is not None and r["published_top1"] is not None]
+    if not points:
+        st.info("Nothing to plot on this axis yet" + (": measure latency first." if x_choice == "latency" else "."))
+    else:
+        fig = go.Figure()
+        max_params = max((r["params_m"] or 0) for r in points) or 1
+        for series in sorted({r["series"] for r in points}, key=lambda s: s != "measured here"):
+            pts = [r for r in points if r["series"] == series]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r[attr] for r in pts],
+                    y=[r["published_top1"] for r in pts],
+                    mode="markers+text",
+                    name=series,
+                    text=[r["display_name"] for r in pts],
+                    textposition="top center",
+                    marker=dict(size=[12 + 50 * ((r["params_m"] or 0) / max_params) ** 0.5 for r in pts], opacity=0.65, line=dict(width=1)),
+                    customdata=[[r["params_m"] or 0] for r in pts],
+                    hovertemplate="%{text}<br>x=%{x:.3g}<br>top-1=%{y:.2f}%<br>params=%{customdata[0]:.2f}M<extra>" + series + "</extra>",
+                )
+            )
+            front = pareto_front([(r[attr], r["published_top1"]) for r in pts])
+            if len(front) > 1:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[pts[i][attr] for i in front],
+                        y=[pts[i]["published_top1"] for i in front],
+                        mode="lines",
+                        line=dict(dash="dash", width=2),
+                        name=f"Pareto front ({series})",
+                        hoverinfo="skip",
+                    )
+                )
+        fig.update_layout(
+            height=520,
+            xaxis_title=x_label,
+            yaxis_title="ImageNet top-1 (%, published)",
+            xaxis_type="log" if x_choice != "latency" else "linear",
+            legend=dict(orientation="h", y=-0.15),
+            margin=dict(t=30),
+        )
+        components.plot(fig, key="cmp_scatter")
+        st.caption("Bubble area ∝ parameters. The dashed line joins the backbones no other beats on both axes.")
+
+with tab_acc:
+    acc = table.drop_duplicates("name")
+    fig = go.Figure()
+    fig.add_bar(x=acc["backbone"], y=acc["top-1 (%)"], name="top-1 (published)")
+    fig.add_bar(x=acc["backbone"], y=acc["top-5 (%)"], name="top-5 (published)")
+    for col in [c for c in acc.columns if c.startswith("top-1 on ")]:
+        fig.add_bar(x=acc["backbone"], y=acc[col], name=col.replace(" (%)", ""))
+    fig.update_layout(barmode="group", yaxis_title="ImageNet accuracy (%)", height=430, margin=dict(t=30))
+    components.plot(fig, key="cmp_acc")
+
+with tab_lat:
+    lat = table[measured]
+    if lat.empty:
+        st.info("Measure latency to see it here.")
+    else:
+        fig = go.Figure()
+        for series, group in lat.groupby("series", sort=False):
+            fig.add_bar(
+                x=group["backbone"],
+                y=group["latency median (ms)"],
+                name=series,
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=group["p90 (ms)"] - group["latency median (ms)"],
+                    arrayminus=group["latency median (ms)"] - group["p10 (ms)"],
+                ),
+            )
+        fig.update_layout(barmode="group", yaxis_title=f"latency per batch of {batch_size} (ms, median; bars p10–p90)", height=430, margin=dict(t=30))
+        components.plot(fig, key="cmp_lat")
+
+with tab_size:
+    sz = table.drop_duplicates("name")
+    metric = st.radio("Metric", ["params (M)", "GMACs", "size (MiB)"], horizontal=True, key="cmp_size_metric")
+    fig = go.Figure(go.Bar(x=sz["backbone"], y=sz[metric], marker_color="#7c3aed"))
+    fig.update_layout(yaxis_title=metric, height=430, margin=dict(t=30))
+    components.plot(fig, key="cmp_size")
+    st.caption("MACs are multiply-accumulates for one image at the model's input size (1 MAC = 2 FLOPs).")
+
+with st.expander("Import measurements from another machine"):
+    st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
+    upload = st.file_uploader("results.json", type=["json"], key="cmp_import")
+    if upload is not None and st.button("Import", key="cmp_import_go"):
+        try:
+            n = state.import_results(upload.getvalue())
+        except BackboneError as exc:
+            components.show_error(exc)
+        else:
+            st.success(f"Imported {n} result(s); they appear as their own series.")
+    st.download_button(
+        "⬇ Export all results (JSON)",
+        state.export_results(),
+        file_name="backbone-lens-results.json",
+        mime="application/json",
+        key="cmp_export",
+    )

@@ -1,0 +1,158 @@
+"""Models: the catalog with weights status, importing weights files, and your own checkpoints."""
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from backbones.catalog import list_models
+from backbones.errors import BackboneError, CheckpointError
+from backbones.paths import cache_dir
+from dashboard import components, state
+
+st.title("🗂️ Models")
+st.caption("CLI: `python -m backbones list --all --json`, `python -m backbones weights NAME`, `python -m backbones import-weights NAME FILE`.")
+
+tab_catalog, tab_checkpoint, tab_import = st.tabs(["Catalog", "Your checkpoint", "Import weights"])
+
+with tab_catalog:
+    c1, c2 = st.columns([2, 3])
+    source = c1.radio("Source", ["all", "curated", "torchvision", "timm", "bundled"], horizontal=True, key="models_source")
+    query = c2.text_input("Search", key="models_query", placeholder="name or family, e.g. resnet, ViT")
+    rows = state.catalog_rows()
+    table = pd.DataFrame(
+        [
+            {
+                "name": r["name"],
+                "family": r["family"],
+                "source": r["source"],
+                "curated": r["default"],
+                "params (M)": r["params"] / 1e6 if r["params"] else None,
+                "MACs (G)": r["macs"] / 1e9 if r["macs"] else None,
+                "top-1 (%)": r["published_top1"],
+                "top-5 (%)": r["published_top5"],
+                "input": "×".join(map(str, r["input_size"][1:])),
+                "weights": ", ".join(f"{w['name']}: {w['status']}" for w in r["weights"]),
+                "published figures from": r["published_source"],
+            }
+            for r in rows
+        ]
+    )
+    if source == "curated":
+        table = table[table["curated"]]
+    elif source != "all":
+        table = table[table["source"] == source]
+    if query:
+        q = query.lower()
+        table = table[table["name"].str.lower().str.contains(q, regex=False) | table["family"].str.lower().str.contains(q, regex=False)]
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="models_table",
+        column_config={
+            "params (M)": st.column_config.NumberColumn(format="%.2f"),
+            "MACs (G)": st.column_config.NumberColumn(format="%.3f"),
+            "top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
+            "top-5 (%)": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    st.caption(
+        f"{len(table)} of {len(rows)} models. Status: **bundled** ships with the app; **cached** is in "
+        "torch's hub cache (works offline); **downloadable** needs a file from the internet — import it on the "
+        "'Import weights' tab. Every model works untrained for size, latency and summaries."
+    )
+
+with tab_checkpoint:
+    st.markdown(
+        "Load a fine-tuned checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`) for any catalog architecture. "
+        "`module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes are handled; the number of classes "
+        "is read from the classifier. It is then available on every page, under its own name, for this session."
+    )
+    arch_options = [e.name for e in list_models()]
+    c1, c2 = st.columns(2)
+    arch = c1.selectbox("Architecture", arch_options, index=arch_options.index("resnet50"), key="ckpt_arch", format_func=state.display_name)
+    label = c2.text_input("Name", key="ckpt_label", placeholder="e.g. flowers102-resnet50")
+    ckpt_file = st.file_uploader("Checkpoint", type=["pth", "pt", "bin", "safetensors", "ckpt"], key="ckpt_file")
+    classes_file = st.file_uploader("Class names (optional): .txt one per line, or .json", type=["txt", "json"], key="ckpt_classes")
+    if st.button("Load checkpoint", type="primary", key="ckpt_load", disabled=ckpt_file is None):
+        data = ckpt_file.getvalue()
+        digest = state.digest(data)
+        uploads = cache_dir() / "uploads"
+        try:
+            try:
+                uploads.mkdir(parents=True, exist_ok=True)
+                path = uploads / f"{digest}{Path(ckpt_file.name).suffix.lower()}"
+                if not path.exists():
+                    path.write_bytes(data)
+            except OSError as exc:
+                raise CheckpointError(f"cannot store the upload in {uploads}: {exc.strerror or exc}") from exc
+            classes = None
+            if classes_file is not None:
+                from backbones.checkpoints import read_class_names
+
+                with tempfile.NamedTemporaryFile(suffix=Path(classes_file.name).suffix) as tmp:
+                    tmp.write(classes_file.getvalue())
+                    tmp.flush()
+                    classes = tuple(read_class_names(tmp.name, label=classes_file.name))
+            name = (label or Path(ckpt_file.name).stem).strip()
+            custom = state.CustomModel(label=name, arch=arch, path=str(path), classes=classes, digest=digest, num_classes=0)
+            st.session_state[state.CUSTOM][name] = custom
+            try:
+                with st.spinner("Checking that the checkpoint fits…"):
+                    loaded = state.loaded_model(state.CUSTOM_PREFIX + name)
+            except BaseException:
+                del st.session_state[state.CUSTOM][name]
+                raise
+            st.session_state[state.CUSTOM][name] = state.CustomModel(
+                label=name, arch=arch, path=str(path), classes=classes, digest=digest, num_classes=loaded.num_classes
+            )
+            option = state.CUSTOM_PREFIX + name
+            if option not in st.session_state[state.SELECTED]:
+                st.session_state[state.SELECTED] = [*st.session_state[state.SELECTED], option]
+            st.success(f"Loaded {loaded.describe()}; it is selected in the sidebar.")
+            st.rerun()
+        except BackboneError as exc:
+            components.show_error(exc)
+    customs = state.custom_models()
+    if customs:
+        st.markdown("**Loaded this session**")
+        for custom in customs.values():
+            cols = st.columns([4, 1])
+            cols[0].markdown(f"★ **{custom.label}** — {custom.arch}, {custom.num_classes} classes, `{Path(custom.path).name}`")
+            if cols[1].button("Remove", key=f"ckpt_remove_{custom.label}"):
+                del st.session_state[state.CUSTOM][custom.label]
+                option = state.CUSTOM_PREFIX + custom.label
+                st.session_state[state.SELECTED] = [o for o in st.session_state[state.SELECTED] if o != option]
+                st.rerun()
+
+with tab_import:
+    st.markdown(
+        "No internet here: download a torchvision weights file elsewhere (the URL is listed below) and import it. "
+        "The file is checked against the official hash and loaded into the architecture before it is copied "
+        "into torch's hub cache; then predictions and CAMs work offline."
+    )
+    importable = [e.name for e in list_models() if e.source != "bundled"]
+    c1, c2 = st.columns(2)
+    target = c1.selectbox("Model", importable, key="import_model", format_func=state.display_name)
+    from backbones.weights import weights_status
+
+    statuses = weights_status(target)
+    which = c2.selectbox("Weights", [s.name for s in statuses], key="import_weights_name")
+    chosen = next(s for s in statuses if s.name == which)
+    st.markdown(f"Status: **{chosen.status}** · expected file: `{chosen.path}` · from: {chosen.url}")
+    weights_file = st.file_uploader("Weights file", type=["pth", "pt", "bin", "safetensors"], key="import_file")
+    if st.button("Import", key="import_go", disabled=weights_file is None):
+        from backbones.weights import import_weights
+
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir) / weights_file.name
+            tmp.write_bytes(weights_file.getvalue())
+            try:
+                with st.spinner("Checking and importing…"):
+                    dest = import_weights(target, tmp, weights=which)
+            except BackboneError as exc:
+                components.show_error(exc)
+            else:
+                state.catalog_rows.clear()
+                st.success(f"Imported into {dest}")

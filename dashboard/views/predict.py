@@ -1,0 +1,62 @@
+"""Predict: top-5 from several backbones side by side, and the crop each model actually saw."""
+
+import streamlit as st
+
+from backbones.errors import BackboneError
+from dashboard import components, state
+
+st.title("🏷️ Predict")
+st.caption(
+    "Upload photos (or pick a sample) and compare each backbone's top-5 ImageNet classes. "
+    "CLI: `python -m backbones predict IMG --model NAME --topk 5 --json`."
+)
+
+inputs = components.image_inputs("predict")
+images = components.decoded_images(inputs)
+models = state.selected_models()
+topk = st.slider("Classes per model (top-k)", 1, 10, 5, key="predict_topk")
+
+if not models:
+    st.info("Pick one or more backbones in the sidebar.")
+    st.stop()
+if not images:
+    st.info("Upload an image or choose a sample photo to see predictions.")
+    st.stop()
+
+runnable, unavailable = [], []
+for option in models:
+    ok, why = state.trained_weights_available(option)
+    (runnable if ok else unavailable).append((option, why))
+if unavailable:
+    with st.expander(f"{len(unavailable)} selected backbone(s) have no trained weights here", expanded=not runnable):
+        for option, why in unavailable:
+            st.markdown(f"- **{state.display_name(option)}**: {why}")
+        st.caption("Import a weights file on the Models page, or pick a bundled model (●).")
+if not runnable:
+    st.warning("None of the selected backbones can predict offline. Add EfficientNet-Lite0 (bundled) in the sidebar.")
+    st.stop()
+
+for name, data, image, info in images:
+    st.subheader(name)
+    st.caption(f"{info.format}, {info.width}×{info.height}, mode {info.mode}" + (f", {info.frames} frames (first used)" if info.frames > 1 else ""))
+    columns = st.columns(min(len(runnable), 3) + 1)
+    with columns[0]:
+        st.image(image, caption="your image", width="stretch")
+    for i, (option, _) in enumerate(runnable):
+        col = columns[1 + i % (len(columns) - 1)]
+        with col:
+            try:
+                with st.spinner(f"Running {state.display_name(option)}…"):
+                    topk_rows = state.predictions(option, state.model_key(option), state.digest(data), data, name, topk)
+                    loaded = state.loaded_model(option)
+            except BackboneError as exc:
+                components.show_error(exc, prefix=f"{state.display_name(option)}: ")
+                continue
+            components.plot(
+                components.topk_chart(topk_rows, title=state.display_name(option)),
+                key=f"topk_{name}_{option}",
+            )
+            prep = loaded.preprocessing
+            with st.expander("What the model saw"):
+                st.image(prep.resized_crop(image), caption=f"{prep.crop_size}px crop (resize {prep.resize_size}, {prep.interpolation})")
+                st.caption(f"mean {prep.mean}, std {prep.std}; weights: {loaded.describe()}")
