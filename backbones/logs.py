@@ -320,6 +320,9 @@ _PAIR_RE = re.compile(
     re.I,
 )
 _EPOCH_ONLY_RE = re.compile(r"[\W_]*epoch\s*[:#]?\s*[\[(]?\s*\d+\s*[\])]?[\W_]*", re.I)
+_LONG_TOKEN_RE = re.compile(r"\S{41,}")
+#: Characters of a line searched for metrics (progress bars make long lines; junk makes longer ones).
+MAX_LINE_CHARS = 4000
 _FENCE_RE = re.compile(r"^\s*(```|~~~)")
 _SEGMENT_RE = re.compile(r"[,;|\t]|\s-\s|\s{3,}")
 
@@ -328,6 +331,8 @@ def _metrics_in(text: str) -> tuple[dict[str, tuple[float, bool]], int]:
     """``{field: (value, percent)}`` from ``name value`` pairs, and how many known names had no usable value."""
     found: dict[str, tuple[float, bool]] = {}
     bad = 0
+    # No metric name is 40 characters long; dropping longer tokens keeps the pair search linear.
+    text = _LONG_TOKEN_RE.sub(" ~ ", text[:MAX_LINE_CHARS])
     for segment in _SEGMENT_RE.split(text):
         if not segment.strip():
             continue

@@ -150,6 +150,13 @@ def test_keras_progress_lines_and_split_train_test_lines():
     assert run.epochs == (Epoch(1, loss=0.5, train_acc=0.8, test_acc=0.7, time_s=3.5),)
 
 
+def test_very_long_lines():
+    # A progress bar thousands of characters wide is one token; the figures after it still count.
+    (run,) = parse_text_log("epoch 1 [" + "=" * 3000 + "] loss: 0.25, val_acc: 0.5\n" + "epoch 2 " + "z" * 200_000 + "\n")
+    assert run.epochs == (Epoch(1, loss=0.25, test_acc=0.5),)
+    assert run.skipped_lines == 1
+
+
 def test_per_iteration_lines_keep_the_last_value():
     text = "Epoch [1][10/20] lr: 1.0e-03, loss: 0.9\nEpoch [1][20/20] lr: 1.0e-03, loss: 0.7\nEpoch [2][10/20] loss: 0.5\n"
     (run,) = parse_text_log(text)
