@@ -271,3 +271,88 @@ def export_results() -> bytes:
         except BackboneError:
             return b"[]"
         return path.read_bytes()
+
+
+# --- explanations (viz) ---------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def cam_layers(option: str, key: str) -> tuple[list[str], str | None, str | None]:
+    """``(spatial layer names, default layer, why there is none)`` for a model's layer picker."""
+    from viz.layers import default_layer, spatial_layers
+
+    loaded = loaded_model(option)
+    names = [i.name for i in spatial_layers(loaded)]
+    try:
+        return names, default_layer(loaded), None
+    except BackboneError as exc:
+        return names, None, str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def explanation(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
+    """One :class:`viz.cam.Explanation` (cached by model, image bytes, method, layer and target)."""
+    from viz.cam import explain
+
+    image, _ = decode_image(data, name)
+    return explain(loaded_model(option), image, method=method, layer=layer, target=target)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def explanations_topk(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, k: int = 5):
+    from viz.cam import explain_topk
+
+    image, _ = decode_image(data, name)
+    return explain_topk(loaded_model(option), image, method=method, layer=layer, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def features(option: str, key: str, data: bytes, name: str, layer: str, top: int = 16):
+    from viz.features import feature_maps
+
+    image, _ = decode_image(data, name)
+    return feature_maps(loaded_model(option), image, layer, top=top)
+
+
+# --- summaries, evaluations, training logs ----------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def summary(option: str, key: str, input_size: tuple[int, int, int] | None = None):
+    """The :class:`backbones.summary.ModelSummary` of a picker option (untrained catalog model or checkpoint)."""
+    from backbones.summary import summarize_model
+
+    if option.startswith(CUSTOM_PREFIX):
+        return summarize_model(loaded_model(option), input_size=input_size)
+    return summarize_model(option, input_size=input_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
+    """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
+    from backbones.logs import read_log
+
+    runs, errors = [], []
+    for name, data in files:
+        try:
+            runs.extend(read_log(data, filename=name))
+        except BackboneError as exc:
+            errors.append(str(exc))
+    return runs, errors
+
+
+def seed_logs() -> list[tuple[str, bytes]]:
+    """The seed notes' training logs shipped with the tests, for a one-click demo."""
+    root = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
+    return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
+
+
+def run_evaluation(option: str, dataset_path: str, *, batch_size: int = 16, limit: int | None = None, progress=None):
+    """Evaluate one model on a dataset folder/CSV and store the result (trained weights only)."""
+    from backbones.evaluate import evaluate_dataset, save_evaluation
+
+    loaded = loaded_model(option)
+    result = evaluate_dataset(loaded, dataset_path, batch_size=batch_size, limit=limit, progress=progress)
+    if loaded.trained:
+        try:
+            save_evaluation(result, store=results_store())
+        except BackboneError as exc:
+            push_notice(f"evaluation not saved: {exc}")
+    comparison.clear()
+    return result

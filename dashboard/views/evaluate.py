@@ -1,4 +1,82 @@
+"""Evaluate: accuracy of the selected backbones on your own labelled images."""
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("evaluate")
-st.info("Being built.")
+from backbones.errors import BackboneError, CancelledError
+from dashboard import components, state
+
+st.title("🎯 Evaluate on your images")
+st.caption(
+    "A folder with one sub-folder per class (uploaded as a .zip), or a CSV of `path,label` rows on this machine. "
+    "ImageNet models match folder names to ImageNet classes; your checkpoints use their own classes. "
+    "CLI: `python -m backbones eval DATASET --model NAME --json`."
+)
+
+runnable = [o for o in state.selected_models() if state.trained_weights_available(o)[0]]
+if not runnable:
+    st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled) or your checkpoint.")
+    st.stop()
+
+c1, c2 = st.columns(2)
+archive = c1.file_uploader("Dataset (.zip of class folders)", type=["zip"], key="eval_zip")
+local = c2.text_input("…or a folder / CSV path on this machine", key="eval_path", placeholder="/data/animals or /data/animal_data.csv")
+c3, c4, c5 = st.columns(3)
+chosen = c3.multiselect("Backbones", runnable, default=runnable[:2], format_func=state.display_name, key="eval_models")
+batch_size = c4.selectbox("Batch size", [8, 16, 32], index=1, key="eval_batch")
+limit = c5.number_input("At most this many images (0 = all)", 0, 100000, 0, key="eval_limit")
+
+dataset_path = None
+try:
+    if archive is not None:
+        from backbones.evaluate import unpack_dataset
+
+        dataset_path = str(unpack_dataset(archive.getvalue()))
+    elif local.strip():
+        dataset_path = local.strip()
+except BackboneError as exc:
+    components.show_error(exc)
+
+go_clicked = st.button("Evaluate", type="primary", key="eval_go", disabled=not (dataset_path and chosen))
+if go_clicked:
+    results = []
+    bar = st.progress(0.0, text="Starting…")
+    for i, option in enumerate(chosen):
+        def report(done, total, message, i=i):
+            bar.progress(min(1.0, (i + done / max(total, 1)) / len(chosen)), text=f"{state.display_name(option)}: {message}")
+
+        try:
+            results.append((option, state.run_evaluation(option, dataset_path, batch_size=batch_size, limit=limit or None, progress=report)))
+        except CancelledError as exc:
+            st.warning(str(exc))
+        except BackboneError as exc:
+            components.show_error(exc, prefix=f"{state.display_name(option)}: ")
+    bar.progress(1.0, text="Done; results saved and shown on Compare as 'accuracy on <dataset>'.")
+    st.session_state["eval_results"] = [(o, r) for o, r in results]
+
+for option, r in st.session_state.get("eval_results", []):
+    st.subheader(f"{state.display_name(option)} on {r.dataset}")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Top-1", f"{r.top1:.1%}", f"error {r.top1_error:.1%}", delta_color="off")
+    m2.metric("Top-5", f"{r.top5:.1%}", f"error {1 - r.top5:.1%}", delta_color="off")
+    m3.metric("Images", r.n, f"{r.skipped} skipped, {r.excluded} excluded", delta_color="off")
+    m4.metric("Images / s", f"{r.images_per_second:.1f}")
+    for note in r.notes:
+        st.caption(note)
+    for u in r.unmatched:
+        st.caption(f"Unmatched class: {u.to_dict()}")
+    left, right = st.columns(2)
+    with left:
+        st.dataframe(pd.DataFrame([{"class": c, "top-1": a} for c, a in r.per_class]), hide_index=True, key=f"eval_pc_{option}")
+    with right:
+        fig = go.Figure(go.Heatmap(z=[list(row) for row in r.confusion], x=list(r.confusion_columns), y=list(r.labels), colorscale="Blues", text=[list(row) for row in r.confusion], texttemplate="%{text}"))
+        fig.update_layout(title="Confusion (rows: true class, columns: top-1)", height=360, margin=dict(t=40), yaxis=dict(autorange="reversed"))
+        components.plot(fig, key=f"eval_conf_{option}")
+    if r.misclassified:
+        with st.expander(f"{len(r.misclassified)} misclassified image(s)"):
+            st.dataframe(pd.DataFrame([m.to_dict() for m in r.misclassified]), hide_index=True, key=f"eval_mis_{option}")
+    if r.skipped_files:
+        with st.expander(f"{len(r.skipped_files)} unreadable file(s) skipped"):
+            for s in r.skipped_files:
+                st.caption(f"{s.path}: {s.reason}")

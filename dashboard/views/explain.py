@@ -1,4 +1,133 @@
+"""Explain: Grad-CAM, Guided Grad-CAM, saliency, integrated gradients and occlusion, plus feature maps."""
+
 import streamlit as st
 
-st.title("explain")
-st.info("Being built.")
+from backbones.errors import BackboneError
+from dashboard import components, state
+from viz.cam import METHODS
+from viz.features import render_feature_grid
+from viz.overlay import overlay_image, render_grid, to_png_bytes
+
+st.title("🔥 Explain")
+st.caption(
+    "Where does the model look? CLI: `python -m viz cam IMG --model NAME --method gradcam --layer L "
+    "--target LABEL --out overlay.png --json`, `python -m viz features IMG --model NAME --layer L`."
+)
+
+inputs = components.image_inputs("explain", multiple=False)
+images = components.decoded_images(inputs)
+runnable = [o for o in state.selected_models() if state.trained_weights_available(o)[0]]
+if not runnable:
+    st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled, ●) in the sidebar.")
+    st.stop()
+if not images:
+    st.info("Upload an image or choose a sample photo.")
+    st.stop()
+name, data, image, info = images[0]
+
+c1, c2, c3 = st.columns([1.2, 1.2, 1])
+option = c1.selectbox("Backbone", runnable, format_func=state.display_name, key="explain_model")
+method = c2.selectbox(
+    "Method", list(METHODS), format_func=lambda m: METHODS[m].title, key="explain_method",
+    help="\n\n".join(f"**{m.title}** ({m.passes}): {m.description}" for m in METHODS.values()),
+)
+alpha = c3.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
+st.caption(f"{METHODS[method].description} Cost: {METHODS[method].passes}.")
+
+try:
+    key = state.model_key(option)
+    loaded = state.loaded_model(option)
+    with st.spinner("Reading the layers…"):
+        layers, default, why = state.cam_layers(option, key)
+    predictions = state.predictions(option, key, state.digest(data), data, name, 5)
+except BackboneError as exc:
+    components.show_error(exc)
+    st.stop()
+
+c1, c2 = st.columns(2)
+layer = None
+if METHODS[method].uses_layer:
+    if default is None:
+        st.error(why or "this model has no spatial layer for Grad-CAM", icon="⚠️")
+        st.stop()
+    layer = c1.selectbox(
+        "Layer (spatial outputs, forward order)", layers, index=layers.index(default) if default in layers else 0,
+        key=f"explain_layer_{option}", help=f"Default: {default}, the last spatial layer before global pooling.",
+    )
+target_mode = c2.radio("Class", ["top-1", "one of the top 5", "any class"], horizontal=True, key="explain_target_mode")
+target = None
+if target_mode == "one of the top 5":
+    choice = st.selectbox(
+        "Target class", [p["index"] for p in predictions], key="explain_target_top5",
+        format_func=lambda i: next(f"{p['label']} ({p['prob']:.1%})" for p in predictions if p["index"] == i),
+    )
+    target = int(choice)
+elif target_mode == "any class":
+    target = int(st.selectbox("Target class", range(loaded.num_classes), format_func=loaded.label, key="explain_target_any"))
+
+try:
+    with st.spinner(f"Computing {METHODS[method].title}…"):
+        exp = state.explanation(option, key, data, name, method, layer, target)
+except BackboneError as exc:
+    components.show_error(exc)
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    st.image(image, caption=f"{name} ({info.width}×{info.height})", width="stretch")
+with right:
+    over = overlay_image(image, exp.heatmap, alpha=alpha)
+    st.image(over, caption=exp.title, width="stretch")
+peak = exp.peak
+st.caption(
+    f"Target: **{exp.target.label}** (class {exp.target.index}, p = {exp.target.prob:.1%})"
+    + (f" · peak at row {peak[0]}, column {peak[1]}" if peak else " · empty map: the class score does not depend on this layer positively")
+    + " · outside the model's centre crop the map is 0."
+)
+st.download_button("⬇ Download overlay (PNG)", to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
+
+tab_top5, tab_models, tab_features = st.tabs(["Top-5 classes", "Several backbones", "Feature maps"])
+
+with tab_top5:
+    if st.toggle("Explain each of the top 5 classes", key="explain_top5_on"):
+        try:
+            with st.spinner("Explaining the top 5…"):
+                exps = state.explanations_topk(option, key, data, name, method, layer, 5)
+            grid = render_grid(image, exps, normalize="joint", alpha=alpha, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
+            st.image(grid, width="stretch")
+            st.download_button("⬇ Download grid (PNG)", to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
+        except BackboneError as exc:
+            components.show_error(exc)
+
+with tab_models:
+    others = st.multiselect("Backbones", runnable, default=runnable[:3], format_func=state.display_name, key="explain_grid_models")
+    shared = st.toggle("Shared colour scale", value=True, key="explain_shared", help="One scale for all maps: weaker evidence looks weaker.")
+    if others:
+        exps, titles = [], []
+        for o in others:
+            try:
+                with st.spinner(f"{state.display_name(o)}…"):
+                    lay = None
+                    if METHODS[method].uses_layer:
+                        _, lay, _ = state.cam_layers(o, state.model_key(o))
+                    exps.append(state.explanation(o, state.model_key(o), data, name, method, lay, None))
+                    titles.append(f"{state.display_name(o)}: {exps[-1].target.label}")
+            except BackboneError as exc:
+                components.show_error(exc, prefix=f"{state.display_name(o)}: ")
+        if exps:
+            grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=alpha, titles=titles, show_image=True)
+            st.image(grid, width="stretch")
+            st.download_button("⬇ Download figure (PNG)", to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
+
+with tab_features:
+    fl = st.selectbox("Layer", layers, index=layers.index(layer or default) if (layer or default) in layers else max(0, len(layers) - 1), key=f"explain_feat_layer_{option}") if layers else None
+    if fl:
+        try:
+            with st.spinner("Reading activations…"):
+                fm = state.features(option, key, data, name, fl, 16)
+        except BackboneError as exc:
+            components.show_error(exc)
+        else:
+            st.caption(f"`{fl}` output: {' × '.join(map(str, fm.output_shape))} (C × H × W); the 16 channels with the highest mean activation.")
+            st.image(render_feature_grid(fm), width="stretch")
+            st.dataframe([c.to_dict() for c in fm.top], hide_index=True, key="explain_feat_table")

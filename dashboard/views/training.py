@@ -1,4 +1,58 @@
+"""Training runs: compare loss and accuracy curves of several runs (text logs, CSV, TensorBoard)."""
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("training")
-st.info("Being built.")
+from backbones.errors import BackboneError
+from dashboard import components, state
+
+st.title("📈 Training runs")
+st.caption(
+    "Upload epoch logs (`epoch 83, loss 0.1116, train accuracy 0.970, test accuracy 0.822, use time 62.638`), "
+    "CSV with epoch/loss/accuracy columns, or TensorBoard event files. CLI: `python -m backbones logs FILE… --json`."
+)
+
+uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload")
+use_seed = st.toggle("Include the seed notes' logs (VGG19, NIN, GoogLeNet, ResNet on the animal dataset)", value=not uploads, key="train_seed")
+files = [(f.name, f.getvalue()) for f in uploads or []]
+if use_seed:
+    files += [(n, d) for n, d in state.seed_logs() if n.startswith("seed_")]
+if not files:
+    st.info("Upload one or more training logs.")
+    st.stop()
+
+runs, problems = state.training_runs(tuple(files))
+for message in problems:
+    st.error(message, icon="⚠️")
+if not runs:
+    st.stop()
+
+st.markdown("**Name the runs**")
+named = []
+cols = st.columns(3)
+for i, run in enumerate(runs):
+    name = cols[i % 3].text_input(f"{run.source}", run.name, key=f"train_name_{i}_{run.source}")
+    try:
+        named.append(run.renamed(name) if name != run.name else run)
+    except BackboneError as exc:
+        components.show_error(exc)
+        named.append(run)
+
+chosen = st.multiselect("Runs to plot", [r.name for r in named], default=[r.name for r in named][:6], key="train_chosen")
+shown = [r for r in named if r.name in chosen]
+
+summary = pd.DataFrame([r.summary() for r in shown]) if shown else pd.DataFrame()
+if not summary.empty:
+    st.dataframe(summary, hide_index=True, key="train_summary")
+    st.download_button("⬇ Download summary (CSV)", summary.to_csv(index=False).encode(), file_name="training-runs.csv", mime="text/csv", key="train_csv")
+
+for field, title, percent in [("loss", "Loss", False), ("train_acc", "Train accuracy", True), ("test_acc", "Test accuracy", True), ("gap", "Overfitting gap (train − test accuracy)", True)]:
+    fig = go.Figure()
+    for r in shown:
+        x, y = r.series(field)
+        if y:
+            fig.add_scatter(x=list(x), y=[v * 100 for v in y] if percent else list(y), mode="lines+markers", name=r.name)
+    if fig.data:
+        fig.update_layout(title=title, height=330, margin=dict(t=40), xaxis_title="epoch", yaxis_title="%" if percent else field, legend=dict(orientation="h", y=-0.25))
+        components.plot(fig, key=f"train_{field}")
