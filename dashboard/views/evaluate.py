@@ -43,7 +43,7 @@ if go_clicked:
     results = []
     bar = st.progress(0.0, text="Starting…")
     for i, option in enumerate(chosen):
-        def report(done, total, message, i=i):
+        def report(done, total, message, i=i, option=option):
             bar.progress(min(1.0, (i + done / max(total, 1)) / len(chosen)), text=f"{state.display_name(option)}: {message}")
 
         try:
