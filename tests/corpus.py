@@ -384,13 +384,17 @@ SEED_LOG_LINES = (
 
 
 def junk_log() -> bytes:
-    """The seed notes' log format with binary junk between (and inside) the lines."""
+    """The seed notes' log format with lines of binary junk between them (no NUL bytes).
+
+    Terminal escapes, carriage returns and non-UTF-8 bytes, as a progress bar or
+    a wrong encoding leaves them: the epoch lines must still be read.
+    """
     rng = random.Random(7)
-    junk = bytes(rng.randrange(256) for _ in range(300)).replace(b"\n", b"")
+    junk = bytes(rng.randrange(128, 256) for _ in range(160))
     parts = [b"training VGG19 on animals\n", junk + b"\n"]
     for i, line in enumerate(SEED_LOG_LINES):
         parts.append(line.encode() + b"\n")
-        parts.append(b"\x00\xff\xfe" + junk[i * 50 : i * 50 + 80] + b"\n")
+        parts.append(b"\x1b[2K\r" + junk[i * 40 : i * 40 + 40] + b"\n")
     return b"".join(parts)
 
 
@@ -403,7 +407,10 @@ def _log_items(root: Path) -> list[CorpusItem]:
             "log_with_binary_junk", _write(d / "vgg19_junk.log", junk_log()), "log", "ok",
             details={"epochs": 3, "test_acc": (0.405, 0.566, 0.640)},
         ),
-        CorpusItem("log_all_binary", _write(d / "garbage.log", garbage), "log", "error", None),
+        CorpusItem(
+            "log_all_binary", _write(d / "garbage.log", b"\x00" + garbage), "log", "error", "binary",
+            note="random bytes: refused, not parsed into nonsense",
+        ),
     ]
 
 
