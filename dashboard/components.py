@@ -25,10 +25,20 @@ def render_sidebar() -> None:
         st.session_state[state.SELECTED] = current
     with st.sidebar:
         st.markdown("### Backbones")
+        # The canonical selection lives in session_state[SELECTED]; the widget (whose identity
+        # changes with its options, e.g. when a checkpoint is added) starts from it and writes back.
+        key = state.picker_key()
+
+        def keep_selection() -> None:
+            st.session_state[state.SELECTED] = list(st.session_state[key])
+
+        if list(st.session_state.get(key) or []) != current:
+            st.session_state[key] = current
         st.multiselect(
             "Backbones to compare",
             options,
-            key=state.SELECTED,
+            key=key,
+            on_change=keep_selection,
             format_func=state.display_name,
             help="The curated selection comes first; type to search all "
             f"{len(options)} models (torchvision, timm:…, bundled ●, your checkpoints ★).",

@@ -24,6 +24,7 @@ SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" en
 CUSTOM = "custom_models"  # dict[label, CustomModel]
 UPLOADS = "uploaded_images"  # dict[digest, (name, bytes)] kept across pages
 NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt)
+PICKER_VERSION = "picker_version"  # int: bumped when a page changes the selection, so the picker redraws
 INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
 CUSTOM_PREFIX = "custom:"
 
@@ -53,6 +54,16 @@ def selected_models() -> list[str]:
     return list(st.session_state[SELECTED])
 
 
+def request_selection(options: list[str]) -> None:
+    """Change the sidebar selection from a page (the picker widget already exists this run)."""
+    st.session_state[SELECTED] = list(options)
+    st.session_state[PICKER_VERSION] = st.session_state.get(PICKER_VERSION, 0) + 1
+
+
+def picker_key() -> str:
+    return f"picker_{st.session_state.get(PICKER_VERSION, 0)}"
+
+
 def custom_models() -> dict[str, CustomModel]:
     init_session()
     return dict(st.session_state[CUSTOM])
@@ -66,9 +77,9 @@ def model_options() -> list[str]:
 
 def display_name(option: str) -> str:
     if option.startswith(CUSTOM_PREFIX):
-        label = option[len(CUSTOM_PREFIX) :]
-        custom = custom_models().get(label)
-        return f"★ {label} ({custom.arch})" if custom else f"★ {label}"
+        # Only the label: the picker maps displayed strings back to options, so this must not
+        # depend on state that changes between reruns.
+        return f"★ {option[len(CUSTOM_PREFIX):]}"
     try:
         entry = get_entry(option)
     except BackboneError:

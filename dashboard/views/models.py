@@ -109,11 +109,13 @@ with tab_checkpoint:
             )
             option = state.CUSTOM_PREFIX + name
             if option not in st.session_state[state.SELECTED]:
-                st.session_state[state.SELECTED] = [*st.session_state[state.SELECTED], option]
-            st.success(f"Loaded {loaded.describe()}; it is selected in the sidebar.")
+                state.request_selection([*st.session_state[state.SELECTED], option])
+            st.session_state["ckpt_loaded_message"] = f"Loaded {loaded.describe()}; it is selected in the sidebar."
             st.rerun()
         except BackboneError as exc:
             components.show_error(exc)
+    if "ckpt_loaded_message" in st.session_state:
+        st.success(st.session_state.pop("ckpt_loaded_message"))
     customs = state.custom_models()
     if customs:
         st.markdown("**Loaded this session**")
@@ -123,7 +125,7 @@ with tab_checkpoint:
             if cols[1].button("Remove", key=f"ckpt_remove_{custom.label}"):
                 del st.session_state[state.CUSTOM][custom.label]
                 option = state.CUSTOM_PREFIX + custom.label
-                st.session_state[state.SELECTED] = [o for o in st.session_state[state.SELECTED] if o != option]
+                state.request_selection([o for o in st.session_state[state.SELECTED] if o != option])
                 st.rerun()
 
 with tab_import:
