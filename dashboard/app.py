@@ -10,19 +10,19 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Backbone Lens", page_icon="🔬", layout="wide", initial_sidebar_state="expanded")
+st.set_page_config(page_title="Backbone Lens", page_icon=":material/biotech:", layout="wide", initial_sidebar_state="expanded")
 
 from dashboard.components import render_sidebar  # noqa: E402
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = [
-    st.Page(VIEWS / "compare.py", title="Compare", icon="📊", url_path="compare", default=True),
-    st.Page(VIEWS / "architecture.py", title="Architecture", icon="🧱", url_path="architecture"),
-    st.Page(VIEWS / "predict.py", title="Predict", icon="🏷️", url_path="predict"),
-    st.Page(VIEWS / "explain.py", title="Explain", icon="🔥", url_path="explain"),
-    st.Page(VIEWS / "evaluate.py", title="Evaluate", icon="🎯", url_path="evaluate"),
-    st.Page(VIEWS / "training.py", title="Training runs", icon="📈", url_path="training"),
-    st.Page(VIEWS / "models.py", title="Models", icon="🗂️", url_path="models"),
+    st.Page(VIEWS / "compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare", default=True),
+    st.Page(VIEWS / "architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
+    st.Page(VIEWS / "predict.py", title="Predict", icon=":material/label:", url_path="predict"),
+    st.Page(VIEWS / "explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),
+    st.Page(VIEWS / "evaluate.py", title="Evaluate", icon=":material/target:", url_path="evaluate"),
+    st.Page(VIEWS / "training.py", title="Training runs", icon=":material/show_chart:", url_path="training"),
+    st.Page(VIEWS / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
 ]
 page = st.navigation(PAGES)
 render_sidebar()

@@ -11,7 +11,7 @@ import streamlit as st
 from backbones.errors import BackboneError
 from dashboard import state
 
-SOURCE_BADGE = {"bundled": "🟢 bundled weights", "cached": "🔵 cached weights", "downloadable": "⚪ no weights here"}
+SOURCE_BADGE = {"bundled": "bundled weights ✓", "cached": "cached weights ✓", "downloadable": "no trained weights here"}
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -68,7 +68,7 @@ def show_error(exc: BaseException, *, prefix: str = "") -> None:
     """A friendly one-line error (never a traceback)."""
     text = str(exc) if isinstance(exc, BackboneError) else f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
-    st.error(f"{prefix}{text}", icon="⚠️")
+    st.error(f"{prefix}{text}", icon=":material/error:")
 
 
 @contextlib.contextmanager

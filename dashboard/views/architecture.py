@@ -7,7 +7,7 @@ import streamlit as st
 from backbones.errors import BackboneError
 from dashboard import components, state
 
-st.title("🧱 Architecture")
+st.title("Architecture")
 st.caption("torchinfo's layer tree with receptive fields traced along the data flow. CLI: `python -m backbones summary NAME --depth D --json`.")
 
 models = state.selected_models()

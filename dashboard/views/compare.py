@@ -10,7 +10,7 @@ from backbones.compare import X_AXES, pareto_front
 from backbones.errors import BackboneError, CancelledError
 from dashboard import components, state
 
-st.title("📊 Compare backbones")
+st.title("Compare backbones")
 st.caption(
     "Published ImageNet accuracy (source cited per model) beside latency **measured on this machine**. "
     "CLI: `python -m backbones bench NAME… --json`, `python -m backbones compare NAME… --json`."
@@ -30,7 +30,7 @@ with st.container(border=True):
     threads = c3.number_input("CPU threads", 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
     budget = c4.number_input("Seconds per model", 0.5, 30.0, 2.0, step=0.5, key="cmp_budget")
     c5.write("")
-    measure = c5.button(f"⏱ Measure {len(models)} backbone(s)", type="primary", key="cmp_measure", width="stretch")
+    measure = c5.button(f"Measure {len(models)} backbone(s)", type="primary", key="cmp_measure", width="stretch")
 
 if measure:
     progress = st.progress(0.0, text="Starting…")
@@ -96,7 +96,7 @@ st.dataframe(
     column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if table[c].dtype.kind == "f"},
 )
 st.download_button(
-    "⬇ Download table (CSV)",
+    "Download table (CSV)",
     table.to_csv(index=False).encode(),
     file_name="backbone-comparison.csv",
     mime="text/csv",
@@ -111,6 +111,7 @@ with tab_scatter:
         list(X_AXES),
         format_func=lambda k: X_AXES[k][1],
         horizontal=True,
+        index=list(X_AXES).index("macs"),  # drawable before anything is measured
         key="cmp_x",
     )
     attr, x_label = X_AXES[x_choice]
@@ -208,7 +209,7 @@ with st.expander("Import measurements from another machine"):
         else:
             st.success(f"Imported {n} result(s); they appear as their own series.")
     st.download_button(
-        "⬇ Export all results (JSON)",
+        "Export all results (JSON)",
         state.export_results(),
         file_name="backbone-lens-results.json",
         mime="application/json",

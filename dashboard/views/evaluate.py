@@ -7,7 +7,7 @@ import streamlit as st
 from backbones.errors import BackboneError, CancelledError
 from dashboard import components, state
 
-st.title("🎯 Evaluate on your images")
+st.title("Evaluate on your images")
 st.caption(
     "A folder with one sub-folder per class (uploaded as a .zip), or a CSV of `path,label` rows on this machine. "
     "ImageNet models match folder names to ImageNet classes; your checkpoints use their own classes. "

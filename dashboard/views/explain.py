@@ -8,7 +8,7 @@ from viz.cam import METHODS
 from viz.features import render_feature_grid
 from viz.overlay import overlay_image, render_grid, to_png_bytes
 
-st.title("🔥 Explain")
+st.title("Explain predictions")
 st.caption(
     "Where does the model look? CLI: `python -m viz cam IMG --model NAME --method gradcam --layer L "
     "--target LABEL --out overlay.png --json`, `python -m viz features IMG --model NAME --layer L`."
@@ -48,7 +48,7 @@ c1, c2 = st.columns(2)
 layer = None
 if METHODS[method].uses_layer:
     if default is None:
-        st.error(why or "this model has no spatial layer for Grad-CAM", icon="⚠️")
+        st.error(why or "this model has no spatial layer for Grad-CAM", icon=":material/error:")
         st.stop()
     layer = c1.selectbox(
         "Layer (spatial outputs, forward order)", layers, index=layers.index(default) if default in layers else 0,
@@ -84,7 +84,7 @@ st.caption(
     + (f" · peak at row {peak[0]}, column {peak[1]}" if peak else " · empty map: the class score does not depend on this layer positively")
     + " · outside the model's centre crop the map is 0."
 )
-st.download_button("⬇ Download overlay (PNG)", to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
+st.download_button("Download overlay (PNG)", to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
 
 tab_top5, tab_models, tab_features = st.tabs(["Top-5 classes", "Several backbones", "Feature maps"])
 
@@ -95,7 +95,7 @@ with tab_top5:
                 exps = state.explanations_topk(option, key, data, name, method, layer, 5)
             grid = render_grid(image, exps, normalize="joint", alpha=alpha, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
             st.image(grid, width="stretch")
-            st.download_button("⬇ Download grid (PNG)", to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
+            st.download_button("Download grid (PNG)", to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
         except BackboneError as exc:
             components.show_error(exc)
 
@@ -117,7 +117,7 @@ with tab_models:
         if exps:
             grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=alpha, titles=titles, show_image=True)
             st.image(grid, width="stretch")
-            st.download_button("⬇ Download figure (PNG)", to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
+            st.download_button("Download figure (PNG)", to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
 
 with tab_features:
     fl = st.selectbox("Layer", layers, index=layers.index(layer or default) if (layer or default) in layers else max(0, len(layers) - 1), key=f"explain_feat_layer_{option}") if layers else None

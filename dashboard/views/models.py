@@ -11,7 +11,7 @@ from backbones.errors import BackboneError, CheckpointError
 from backbones.paths import cache_dir
 from dashboard import components, state
 
-st.title("🗂️ Models")
+st.title("Models")
 st.caption("CLI: `python -m backbones list --all --json`, `python -m backbones weights NAME`, `python -m backbones import-weights NAME FILE`.")
 
 tab_catalog, tab_checkpoint, tab_import = st.tabs(["Catalog", "Your checkpoint", "Import weights"])

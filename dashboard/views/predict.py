@@ -5,7 +5,7 @@ import streamlit as st
 from backbones.errors import BackboneError
 from dashboard import components, state
 
-st.title("🏷️ Predict")
+st.title("Predict")
 st.caption(
     "Upload photos (or pick a sample) and compare each backbone's top-5 ImageNet classes. "
     "CLI: `python -m backbones predict IMG --model NAME --topk 5 --json`."

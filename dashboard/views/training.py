@@ -7,7 +7,7 @@ import streamlit as st
 from backbones.errors import BackboneError
 from dashboard import components, state
 
-st.title("📈 Training runs")
+st.title("Training runs")
 st.caption(
     "Upload epoch logs (`epoch 83, loss 0.1116, train accuracy 0.970, test accuracy 0.822, use time 62.638`), "
     "CSV with epoch/loss/accuracy columns, or TensorBoard event files. CLI: `python -m backbones logs FILE… --json`."
@@ -24,7 +24,7 @@ if not files:
 
 runs, problems = state.training_runs(tuple(files))
 for message in problems:
-    st.error(message, icon="⚠️")
+    st.error(message, icon=":material/error:")
 if not runs:
     st.stop()
 
@@ -45,7 +45,7 @@ shown = [r for r in named if r.name in chosen]
 summary = pd.DataFrame([r.summary() for r in shown]) if shown else pd.DataFrame()
 if not summary.empty:
     st.dataframe(summary, hide_index=True, key="train_summary")
-    st.download_button("⬇ Download summary (CSV)", summary.to_csv(index=False).encode(), file_name="training-runs.csv", mime="text/csv", key="train_csv")
+    st.download_button("Download summary (CSV)", summary.to_csv(index=False).encode(), file_name="training-runs.csv", mime="text/csv", key="train_csv")
 
 for field, title, percent in [("loss", "Loss", False), ("train_acc", "Train accuracy", True), ("test_acc", "Test accuracy", True), ("gap", "Overfitting gap (train − test accuracy)", True)]:
     fig = go.Figure()

@@ -119,14 +119,20 @@ def wait_idle(page, timeout_s: float = 240) -> None:
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_s * 1000)
     time.sleep(1.0)
     while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() + page.locator('[data-testid="stSpinner"]').count()
+        running = _busy(page)
         if running == 0:
             time.sleep(0.7)
-            running = page.locator('[data-testid="stStatusWidget"]').count() + page.locator('[data-testid="stSpinner"]').count()
+            running = _busy(page)
             if running == 0:
                 return
         time.sleep(0.5)
     raise TimeoutError("the app kept running")
+
+
+def _busy(page) -> int:
+    return sum(
+        page.locator(f'[data-testid="{t}"]').count() for t in ("stStatusWidget", "stSpinner", "stSkeleton")
+    )
 
 
 def screenshot(page, name: str) -> Path:

@@ -1,0 +1,69 @@
+"""Real Chromium against `streamlit run`: every page, a photo upload, top-5 labels and a CAM image."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import screenshot, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+PAGES = [
+    ("compare", "Compare backbones"),
+    ("architecture", "Architecture"),
+    ("predict", "Predict"),
+    ("explain", "Explain predictions"),
+    ("evaluate", "Evaluate on your images"),
+    ("training", "Training runs"),
+    ("models", "Models"),
+]
+
+
+def no_exception_box(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+@pytest.mark.parametrize("path,title", PAGES)
+def test_every_page_opens_in_a_real_browser(page, app_url, path, title):
+    page.goto(f"{app_url}/{'' if path == 'compare' else path}")  # Compare is the default page, at /
+    wait_idle(page)
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+    no_exception_box(page)
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    screenshot(page, f"page-{path}")
+
+
+def test_upload_a_photo_and_see_top5_and_a_cam(page, app_url, grace_hopper):
+    page.goto(f"{app_url}/predict")
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(grace_hopper))
+    wait_idle(page)
+    page.get_by_role("heading", name="grace_hopper.jpg").wait_for(timeout=120_000)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(timeout=120_000)
+    assert "military uniform" in chart.inner_text()
+    no_exception_box(page)
+    screenshot(page, "predict-upload")
+
+    page.goto(f"{app_url}/explain")
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(grace_hopper))
+    wait_idle(page)
+    images = page.locator('[data-testid="stImage"] img')
+    images.nth(1).wait_for(timeout=120_000)
+    assert images.count() >= 2  # the photo and its Grad-CAM overlay
+    assert page.get_by_text("Target:").count() >= 1
+    no_exception_box(page)
+    screenshot(page, "explain-upload")
+
+
+def test_a_bad_upload_shows_one_message_and_the_app_keeps_working(page, app_url, tmp_path, grace_hopper):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    page.goto(f"{app_url}/predict")
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files([str(bad), str(grace_hopper)])
+    wait_idle(page)
+    page.get_by_text("not an image").first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120_000)
+    no_exception_box(page)
