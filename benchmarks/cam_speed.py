@@ -17,7 +17,11 @@ hits all of them alike; the table gives medians and ratios::
     python benchmarks/cam_speed.py                       # resnet18 resnet50 efficientnet_lite0
     python benchmarks/cam_speed.py --repeats 30 --threads 2 --json
 
-Target: ours <= 1.3x fwd+bwd, and no slower than pytorch-grad-cam.
+Target: ours <= 1.3x fwd+bwd, and no slower than pytorch-grad-cam. Ours is well
+under the fwd+bwd floor because captum's Grad-CAM differentiates only down to the
+layer (``torch.autograd.grad`` w.r.t. its output: no parameter gradients, no
+backward through the trunk); ``ours / forward`` shows what that costs over a
+plain inference pass.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def measure(name: str, *, repeats: int, warmup: int) -> dict:
         "layer": layer,
         "median_ms": med,
         "ours_over_fwd_bwd": med["ours"] / med["fwd+bwd"],
+        "ours_over_forward": med["ours"] / med["forward"],
         "ours_over_pytorch_grad_cam": med["ours"] / med["pytorch-grad-cam"],
         "repeats": repeats,
     }
@@ -121,14 +126,15 @@ def markdown(results: list[dict], threads: int) -> str:
         f"Grad-CAM at batch 1, CPU, {threads} threads, torch {torch.__version__}, {platform.machine()}; "
         "medians of interleaved runs (ms)",
         "",
-        "| model | layer | forward | fwd+bwd | ours | ours / fwd+bwd | pytorch-grad-cam | ours / pytorch-grad-cam | ours e2e (photo in, 600x512 map out) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | layer | forward | fwd+bwd | ours | ours / fwd+bwd | ours / forward | pytorch-grad-cam "
+        "| ours / pytorch-grad-cam | ours e2e (photo in, 600x512 map out) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m = r["median_ms"]
         lines.append(
             f"| {r['model']} | {r['layer']} | {m['forward']:.1f} | {m['fwd+bwd']:.1f} | {m['ours']:.1f} | "
-            f"{r['ours_over_fwd_bwd']:.2f}x | {m['pytorch-grad-cam']:.1f} | {r['ours_over_pytorch_grad_cam']:.2f}x | "
+            f"{r['ours_over_fwd_bwd']:.2f}x | {r['ours_over_forward']:.2f}x | {m['pytorch-grad-cam']:.1f} | {r['ours_over_pytorch_grad_cam']:.2f}x | "
             f"{m['ours e2e']:.1f} |"
         )
     return "\n".join(lines)

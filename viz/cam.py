@@ -575,14 +575,15 @@ def explain_tensor(
 
 
 def _run(loaded, x, method, layer_name, index, **kw) -> _Run:
-    if ig_steps := kw.get("ig_steps"):
-        if not 1 <= int(ig_steps) <= 1024:
-            raise BackboneError(f"ig_steps must be in 1..1024, got {ig_steps}")
+    ig_steps = kw.get("ig_steps", 32)
+    if not 1 <= int(ig_steps) <= 1024:
+        raise BackboneError(f"ig_steps must be in 1..1024, got {ig_steps}")
     view = _view_of(loaded)
     device, dtype = _device_dtype(view)
-    x = x.detach().to(device=device, dtype=dtype)
     layer_module = view.get_submodule(layer_name) if layer_name else None
     with torch.inference_mode(False), torch.enable_grad():
+        # A copy made outside inference mode: a caller's inference tensor cannot enter autograd.
+        x = x.detach().to(device=device, dtype=dtype).clone()
         return _run_method(view, x, method, layer_module, index, **kw)
 
 
@@ -605,7 +606,7 @@ def explain(
     (``gradcam`` by default); ``layer`` a dotted module name for the Grad-CAM
     family (default: :func:`viz.layers.default_layer`), ignored by the others;
     ``target`` a class index, a label, or ``None`` for the top-1 class.
-    ``ig_steps`` and ``baseline`` (``"mean"`` colour or ``"blur"``red image) tune
+    ``ig_steps`` and ``baseline`` (``"mean"``: the mean colour, or ``"blur"``: a blurred copy) tune
     integrated gradients. ``progress(done, total, message)`` is called after each
     forward pass; ``should_stop()`` returning true raises
     :class:`~backbones.errors.CancelledError`.
@@ -672,11 +673,11 @@ def _gradcam_many(loaded, x, layer_name, k, *, progress=None, should_stop=None) 
 
     view = _view_of(loaded)
     device, dtype = _device_dtype(view)
-    x = x.detach().to(device=device, dtype=dtype)
     layer = view.get_submodule(layer_name)
     size = tuple(x.shape[2:])
     runs = []
     with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().to(device=device, dtype=dtype).clone()
         saved, logits = _forward_layer_distributed_eval(
             lambda t: _logits(view(t)), (x,), layer, forward_hook_with_return=True, require_layer_grads=True
         )

@@ -193,6 +193,17 @@ def test_gradcam_upsamples_bilinearly_and_agrees_with_captum():
 # Mapping back onto the photo
 
 
+def test_works_inside_a_callers_inference_mode():
+    loaded = wrap(TinyNet(), 16, ["a", "b", "c", "d"])
+    ref = explain(loaded, tiny_image(), method="saliency")
+    with torch.inference_mode():
+        x = loaded.preprocessing(tiny_image()).unsqueeze(0)
+        inside = explain_tensor(loaded, x, method="saliency")
+        top = explain_topk(loaded, tiny_image(), k=2)
+    np.testing.assert_array_equal(inside.heatmap_crop, ref.heatmap_crop)
+    assert top[0].target.index == ref.target.index
+
+
 def test_map_to_image_places_the_crop_and_zeroes_the_rest():
     crop = np.ones((8, 8), dtype=np.float32)
     out = map_to_image(crop, (2.0, 1.0, 10.0, 9.0), (12, 10))
