@@ -67,3 +67,24 @@ def test_a_bad_upload_shows_one_message_and_the_app_keeps_working(page, app_url,
     page.get_by_text("not an image").first.wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120_000)
     no_exception_box(page)
+
+
+def test_measure_latency_from_the_compare_page(page, app_url):
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_text("No latency measured yet").wait_for(timeout=60_000)
+    budget = page.get_by_label("Seconds per model")
+    budget.fill("0.5")
+    budget.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Measure 4 backbone(s)").click()
+    page.get_by_text("Done: results saved").wait_for(timeout=300_000)
+    wait_idle(page)
+    assert page.get_by_text("No latency measured yet").count() == 0
+    page.get_by_role("tab", name="Latency").click()
+    page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=60_000)
+    no_exception_box(page)
+    page.get_by_role("tab", name="Accuracy vs cost").click()
+    page.get_by_text("latency, median").first.click()
+    wait_idle(page)
+    screenshot(page, "page-compare-measured")
