@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import sqlite3
@@ -34,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backbones.errors import StoreError
+from backbones.jsonsafe import json_safe
 from backbones.paths import cache_dir
 
 #: Environment variable naming the database file (the ``--db`` option wins over it).
@@ -80,20 +80,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _clean(obj):
-    # Strict JSON (no NaN/Infinity), so that every reader of the store or an export can parse it.
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _dumps(obj) -> str:
     try:
-        return json.dumps(_clean(obj), ensure_ascii=False, sort_keys=True, allow_nan=False)
+        return json.dumps(json_safe(obj), ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"result is not JSON-serializable: {exc}") from exc
 
@@ -432,7 +421,7 @@ class ResultsStore:
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(_clean(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(json_safe(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

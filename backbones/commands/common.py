@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from backbones.catalog import DEFAULT_MODEL
+from backbones.jsonsafe import json_safe
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -30,20 +30,9 @@ def load_from_args(args: argparse.Namespace):
     return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes)
 
 
-def _clean(obj):
-    # JSON has no NaN/Infinity: write null, so every consumer can parse the output.
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def emit_json(obj) -> None:
     """Print one JSON document on stdout."""
-    json.dump(_clean(obj), sys.stdout, indent=2, ensure_ascii=False)
+    json.dump(json_safe(obj), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
 
