@@ -14,7 +14,6 @@ attach hooks; see :mod:`viz`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -351,11 +350,3 @@ def load_checkpoint(
         checkpoint=str(path),
     )
 
-
-def file_digest(path: str | os.PathLike) -> str:
-    """Short SHA-256 of a file, for cache keys of uploaded checkpoints."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]

@@ -185,26 +185,24 @@ def import_weights(name: str, file: str | os.PathLike, *, weights: str = "defaul
     if entry.source == "timm":
         from safetensors.torch import save_file
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return dest
+        # Stored as safetensors whatever the upload was: the cache never holds a pickle.
+        _write_atomically(dest, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp))
+    else:
+        _write_atomically(dest, lambda tmp: shutil.copyfile(src, tmp))
+    return dest
+
+
+def _write_atomically(dest: Path, write) -> None:
+    """Run ``write(tmp_path)`` beside ``dest``, then rename: a crash never leaves half a file at ``dest``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
         os.close(fd)
         try:
-            shutil.copyfile(src, tmp)
+            write(tmp)
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as exc:
         raise CheckpointError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    return dest
