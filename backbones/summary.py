@@ -1066,29 +1066,23 @@ def _summarize_catalog(name: str, input_size, progress, should_stop) -> ModelSum
             _CACHE.move_to_end(key)
             return _CACHE[key]
     kwargs = dict(name=entry.name, architecture=entry.name, input_size=size, transformer=entry.is_transformer)
-    try:
-        # Shapes only: parameters and activations on the meta device, nothing allocated.
-        model = build_empty(entry).to("meta")
-        summary = _summarize_module(model, progress=progress, should_stop=should_stop, **kwargs)
-    except BackboneError:
-        raise
-    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
-        found = _unwrap(exc)
-        if isinstance(found, BackboneError):
-            raise found from exc
-        message = _deepest_message(exc)
-        if not (isinstance(found, NotImplementedError) or "meta" in message.lower()):
-            raise _input_error(entry.name, size, exc) from exc
+    def summarize(build, *, meta: bool) -> ModelSummary | None:
         try:
-            model = build_architecture(entry)
-            summary = _summarize_module(model, progress=progress, should_stop=should_stop, **kwargs)
+            return _summarize_module(build(entry), progress=progress, should_stop=should_stop, **kwargs)
         except BackboneError:
             raise
-        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc2:
-            found = _unwrap(exc2)
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            found = _unwrap(exc)
             if isinstance(found, BackboneError):
-                raise found from exc2
-            raise _input_error(entry.name, size, exc2) from exc2
+                raise found from exc
+            if meta and (isinstance(found, NotImplementedError) or "meta" in _deepest_message(exc).lower()):
+                return None  # the model cannot run on the meta device: build it for real
+            raise _input_error(entry.name, size, exc) from exc
+
+    # Shapes only: parameters and activations on the meta device, nothing allocated.
+    summary = summarize(lambda e: build_empty(e).to("meta"), meta=True)
+    if summary is None:
+        summary = summarize(build_architecture, meta=False)
     with _CACHE_LOCK:
         _CACHE[key] = summary
         while len(_CACHE) > _CACHE_SIZE:
