@@ -13,9 +13,9 @@ from backbones.errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from backbones.images import load_image
+from backbones.inference.images import load_image
 from backbones.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
-from backbones.predict import Prediction, predict
+from backbones.inference.predict import Prediction, predict
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backbones.errors import UnknownModelError
-from backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from backbones.inference.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backbones.errors import CancelledError, DatasetError, ImageError
-from backbones.images import IMAGE_EXTENSIONS, load_image
+from backbones.inference.images import IMAGE_EXTENSIONS, load_image
+from backbones.inference.logits import logits_of
 
 ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]
@@ -736,9 +737,7 @@ def evaluate_dataset(
         if images:
             with loaded.lock, torch.inference_mode():
                 x = loaded.preprocessing.batch(images)
-                logits = loaded.model(x)
-                if isinstance(logits, (tuple, list)):
-                    logits = logits[0]
+                logits = logits_of(loaded.model(x))
                 probs = torch.softmax(logits.float(), dim=1)
                 values, indices = probs.topk(k, dim=1)
             for s, vals, idxs in zip(kept, values.tolist(), indices.tolist()):

@@ -25,7 +25,7 @@ from torch import nn
 from backbones.catalog import ModelEntry, get_entry, imagenet_categories
 from backbones.checkpoints import read_class_names, read_state_dict
 from backbones.errors import CheckpointError
-from backbones.preprocess import Preprocessing
+from backbones.inference.preprocessing import Preprocessing
 from backbones.weights import require_weights_file, resolve_weights
 
 # Guards the process-wide patch in ``_empty_parameters`` against concurrent real builds.

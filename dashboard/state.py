@@ -171,7 +171,7 @@ def remember_upload(name: str, data: bytes) -> str:
 @st.cache_data(show_spinner=False, max_entries=64)
 def decode_image(data: bytes, name: str):
     """``(PIL image, ImageInfo)``; raises ImageError with a one-line reason."""
-    from backbones.images import load_image_with_info
+    from backbones.inference.images import load_image_with_info
 
     return load_image_with_info(data, name=name)
 
@@ -187,7 +187,7 @@ def sample_photos() -> dict[str, bytes]:
 @st.cache_data(show_spinner=False, max_entries=256)
 def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
     """Top-k for one image and one model (``key`` and ``image_digest`` make the cache key)."""
-    from backbones.predict import predict
+    from backbones.inference.predict import predict
 
     image, _ = decode_image(data, name)
     loaded = loaded_model(option)

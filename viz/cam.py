@@ -501,7 +501,7 @@ def map_to_image(crop_map: np.ndarray | torch.Tensor, box: Sequence[float], size
 def _as_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
-    from backbones.images import load_image
+    from backbones.inference.images import load_image
 
     return load_image(image)
 
@@ -602,7 +602,7 @@ def explain(
     """Explain one image with one model and one method.
 
     ``image`` is an RGB PIL image (or a path / bytes, decoded with
-    :func:`backbones.images.load_image`). ``method`` is one of :data:`METHODS`
+    :func:`backbones.inference.images.load_image`). ``method`` is one of :data:`METHODS`
     (``gradcam`` by default); ``layer`` a dotted module name for the Grad-CAM
     family (default: :func:`viz.layers.default_layer`), ignored by the others;
     ``target`` a class index, a label, or ``None`` for the top-1 class.

@@ -73,7 +73,7 @@ def _write(path: str, write) -> None:
 
 
 def cmd_cam(args) -> int:
-    from backbones.images import load_image
+    from backbones.inference.images import load_image
     from viz.cam import explain
     from viz.overlay import overlay_image
 
@@ -102,7 +102,7 @@ def cmd_cam(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from backbones.images import load_image
+    from backbones.inference.images import load_image
     from viz.features import feature_maps, render_feature_grid
 
     if args.top < 1:

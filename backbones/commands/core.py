@@ -105,8 +105,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from backbones.images import load_image
-    from backbones.predict import predict
+    from backbones.inference.images import load_image
+    from backbones.inference.predict import predict
 
     images = [load_image(path) for path in args.images]
     loaded = load_from_args(args)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from backbones.errors import ImageError
-from backbones.images import load_image, load_image_with_info
+from backbones.inference.images import load_image, load_image_with_info
 from tests import corpus
 
 
@@ -303,7 +303,7 @@ def test_each_bad_kind_gets_its_own_message():
 
 
 def test_oversized_upload_is_refused_before_decoding(monkeypatch):
-    import backbones.images as images
+    import backbones.inference.images as images
 
     monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1000)
     expect_error(bytes(2000), "huge.jpg", "larger than", "limit")

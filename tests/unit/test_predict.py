@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from backbones.images import load_image
+from backbones.inference.images import load_image
 from backbones.models import load_model
-from backbones.predict import class_probabilities, predict
+from backbones.inference.predict import class_probabilities, predict
 
 
 def labels(prediction):

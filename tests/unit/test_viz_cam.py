@@ -13,7 +13,7 @@ from torch import nn
 from backbones.catalog import get_entry
 from backbones.errors import BackboneError, CancelledError, LayerError
 from backbones.models import LoadedModel, load_model
-from backbones.preprocess import Preprocessing
+from backbones.inference.preprocessing import Preprocessing
 from viz.cam import (
     METHODS,
     TargetError,

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from backbones.errors import BackboneError
+from backbones.inference.logits import logits_of
 from backbones.models import LoadedModel
 
 #: Images per forward pass: bounds activation memory for large uploads.
@@ -44,9 +45,7 @@ def class_probabilities(loaded: LoadedModel, images: Sequence[Image.Image]) -> t
     with torch.inference_mode():
         for start in range(0, len(images), MAX_BATCH):
             batch = loaded.preprocessing.batch(list(images[start : start + MAX_BATCH]))
-            logits = loaded.model(batch)
-            if isinstance(logits, (tuple, list)):  # aux outputs in train mode builders
-                logits = logits[0]
+            logits = logits_of(loaded.model(batch))
             out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)
 
