@@ -22,11 +22,16 @@ from backbones.models import LoadedModel, load_model
 # --- session_state keys -------------------------------------------------------------------
 SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" entries
 CUSTOM = "custom_models"  # dict[label, CustomModel]
-UPLOADS = "uploaded_images"  # dict[digest, (name, bytes)] kept across pages
 NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt)
 PICKER_VERSION = "picker_version"  # int: bumped when a page changes the selection, so the picker redraws
 INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
 CUSTOM_PREFIX = "custom:"
+
+# Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
+IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
+LOG_UPLOAD_MB = 50
+RESULTS_UPLOAD_MB = 50
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,6 @@ def init_session() -> None:
     ss = st.session_state
     ss.setdefault(SELECTED, list(INITIAL_SELECTION))
     ss.setdefault(CUSTOM, {})
-    ss.setdefault(UPLOADS, {})
     ss.setdefault(NOTICES, [])
 
 
@@ -161,19 +165,23 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def remember_upload(name: str, data: bytes) -> str:
-    init_session()
-    key = digest(data)
-    st.session_state[UPLOADS][key] = (name, data)
-    return key
+@st.cache_resource(show_spinner=False)
+def _decoded_images():
+    """One cache of decoded photos for the whole server, bounded in bytes ($BACKBONES_IMAGE_CACHE_MB, 256)."""
+    import os
+
+    from backbones.inference.images import DecodedImageCache
+
+    try:
+        mb = float(os.environ.get("BACKBONES_IMAGE_CACHE_MB", "256"))
+    except ValueError:
+        mb = 256.0
+    return DecodedImageCache(int(max(mb, 1) * 2**20))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def decode_image(data: bytes, name: str):
-    """``(PIL image, ImageInfo)``; raises ImageError with a one-line reason."""
-    from backbones.inference.images import load_image_with_info
-
-    return load_image_with_info(data, name=name)
+    """``(PIL image, ImageInfo)`` (a preview at most 2048 px on a side); raises ImageError with a one-line reason."""
+    return _decoded_images().get(data, name)
 
 
 @st.cache_data(show_spinner=False)
@@ -354,12 +362,37 @@ def seed_logs() -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
 
 
-def run_evaluation(option: str, dataset_path: str, *, batch_size: int = 16, limit: int | None = None, progress=None):
-    """Evaluate one model on a dataset folder/CSV and store the result (trained weights only)."""
-    from backbones.evaluate import evaluate_dataset, save_evaluation
+def dataset_roots() -> tuple[Path, ...]:
+    """The server folders a visitor may evaluate (empty: server paths are off)."""
+    from backbones.data.roots import data_roots
+
+    return data_roots()
+
+
+@st.cache_data(show_spinner="Unpacking…", max_entries=8)
+def uploaded_dataset(data: bytes, name: str):
+    """The dataset inside an uploaded zip, unpacked once by content through the safe unpacker."""
+    from backbones.data.archives import unpack_dataset
+    from backbones.data.datasets import read_dataset
+
+    label = Path(name.replace("\\", "/")).name or "upload.zip"
+    return read_dataset(unpack_dataset(data, label=label), name=Path(label).stem)
+
+
+def server_dataset(text: str):
+    """A dataset folder or CSV inside BACKBONES_DATA_ROOTS (one generic message for everything else)."""
+    from backbones.data.datasets import read_dataset
+    from backbones.data.roots import resolve_in_roots
+
+    return read_dataset(resolve_in_roots(text))
+
+
+def run_evaluation(option: str, dataset, *, batch_size: int = 16, limit: int | None = None, progress=None):
+    """Evaluate one model on a :class:`Dataset` and store the result (trained weights only)."""
+    from backbones.data.evaluation import evaluate_dataset, save_evaluation
 
     loaded = loaded_model(option)
-    result = evaluate_dataset(loaded, dataset_path, batch_size=batch_size, limit=limit, progress=progress)
+    result = evaluate_dataset(loaded, dataset, batch_size=batch_size, limit=limit, progress=progress)
     if loaded.trained:
         try:
             save_evaluation(result, store=results_store())

@@ -200,7 +200,7 @@ with tab_size:
 
 with st.expander("Import measurements from another machine"):
     st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
-    upload = st.file_uploader("results.json", type=["json"], key="cmp_import")
+    upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=state.RESULTS_UPLOAD_MB)
     if upload is not None and st.button("Import", key="cmp_import_go"):
         try:
             n = state.import_results(upload.getvalue())
