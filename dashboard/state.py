@@ -345,7 +345,7 @@ def summary(option: str, key: str, input_size: tuple[int, int, int] | None = Non
 @st.cache_data(show_spinner=False, max_entries=16)
 def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
     """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
-    from backbones.logs import read_log
+    from backbones.data.logs import read_log
 
     runs, errors = [], []
     for name, data in files:

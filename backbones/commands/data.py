@@ -113,8 +113,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    from backbones.data.logs import read_logs
     from backbones.errors import LogFormatError
-    from backbones.logs import read_logs
 
     if args.name and len(args.name) > len(args.files):
         raise LogFormatError(f"{len(args.name)} --name options for {len(args.files)} files")
