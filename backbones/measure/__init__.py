@@ -60,6 +60,10 @@ _EXPORTS = {
     "BenchmarkResult": "sweep",
     "bench_model": "sweep",
     "bench_models": "sweep",
+    "SweepLimits": "plan",
+    "SweepPlan": "plan",
+    "plan_sweep": "plan",
+    "machine_gmacs_per_second": "plan",
 }
 
 __all__ = sorted(_EXPORTS)

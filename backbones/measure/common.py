@@ -8,9 +8,11 @@ fixed example input, so the three measurements agree on what they measured.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -18,8 +20,66 @@ from torch import nn
 
 from backbones.errors import BackboneError, DeviceError
 
-#: Held for the whole of every measurement; re-entrant so that a sweep can hold it across models.
-MEASUREMENT_LOCK = threading.RLock()
+
+class FairLock:
+    """A re-entrant lock granted in arrival order.
+
+    Several dashboard sessions measure on one machine; with a plain lock whichever thread the OS wakes
+    first wins, so one session's sweep of many models can starve everyone else. Sweeps take this lock per
+    model, and waiting threads get it first come, first served, so sessions take turns model by model.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: collections.deque[object] = collections.deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None and not self._queue:
+                self._owner, self._count = me, 1
+                return True
+            if not blocking:
+                return False
+            ticket = object()
+            self._queue.append(ticket)
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            try:
+                while not (self._owner is None and self._queue[0] is ticket):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                self._owner, self._count = me, 1
+                return True
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a FairLock not held by this thread")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+#: Held for the whole of every measurement of one model (re-entrant; fair across threads).
+MEASUREMENT_LOCK = FairLock()
 
 ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]

@@ -8,6 +8,7 @@ storing each result as soon as it exists.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -203,15 +204,19 @@ def bench_models(
     should_stop: StopFn | None = None,
     store=None,
     on_result: Callable[[BenchmarkResult], None] | None = None,
+    model_timeout_s: float | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
     **options,
 ) -> list[BenchmarkResult]:
     """Benchmark several models one after another (see :func:`bench_model` for ``options``).
 
     ``progress(done, total, message)`` is called before and after each model;
     ``should_stop()`` is polled between runs and models and raises :class:`CancelledError`.
-    Each result goes to ``store`` (a :class:`~backbones.store.ResultsStore`, kind
-    ``"latency"``) and ``on_result`` as soon as it is measured, so a sweep that is
-    cancelled or killed keeps what it finished.
+    Each result goes to ``store`` (a results store, kind ``"latency"``) and ``on_result``
+    as soon as it is measured, so a sweep that is cancelled or killed keeps what it finished.
+    The measurement lock is taken per model (fairly, in arrival order), so other sweeps take
+    turns with this one. A model still running after ``model_timeout_s`` is stopped at its next
+    run, reported to ``on_skip(name, reason)`` and the sweep goes on.
     """
     from backbones.catalog import get_entry
 
@@ -222,19 +227,33 @@ def bench_models(
     resolve_device(options.get("device", "cpu"))
     total = len(models)
     results: list[BenchmarkResult] = []
-    with MEASUREMENT_LOCK:
-        for i, m in enumerate(models):
-            label = m if isinstance(m, str) else getattr(m, "name", "model")
-            if stop_requested(should_stop):
-                raise CancelledError(f"sweep cancelled after {i} of {total} models")
+    for i, m in enumerate(models):
+        label = m if isinstance(m, str) else getattr(m, "name", "model")
+        if stop_requested(should_stop):
+            raise CancelledError(f"sweep cancelled after {i} of {total} models")
+        if progress:
+            progress(i, total, f"measuring {label}")
+        deadline = None if model_timeout_s is None else time.monotonic() + model_timeout_s
+
+        def stop_or_timeout(deadline=deadline) -> bool:
+            return stop_requested(should_stop) or (deadline is not None and time.monotonic() > deadline)
+
+        try:
+            result = bench_model(m, should_stop=stop_or_timeout, **options)
+        except CancelledError:
+            if stop_requested(should_stop) or deadline is None or time.monotonic() <= deadline:
+                raise
+            reason = f"stopped after the {model_timeout_s:g} s limit per model"
+            if on_skip:
+                on_skip(label, reason)
             if progress:
-                progress(i, total, f"measuring {label}")
-            result = bench_model(m, should_stop=should_stop, **options)
-            if store is not None:
-                store.add("latency", result.model, result.to_record(), env=result.env)
-            results.append(result)
-            if on_result:
-                on_result(result)
-            if progress:
-                progress(i + 1, total, f"{label}: {result.median_ms:.2f} ms median over {result.runs} runs")
+                progress(i + 1, total, f"{label}: {reason}")
+            continue
+        if store is not None:
+            store.add("latency", result.model, result.to_record(), env=result.env)
+        results.append(result)
+        if on_result:
+            on_result(result)
+        if progress:
+            progress(i + 1, total, f"{label}: {result.median_ms:.2f} ms median over {result.runs} runs")
     return results
