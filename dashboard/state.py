@@ -241,20 +241,63 @@ def results_store():
 
 
 def _measurable(option: str):
-    """A catalog name, or the loaded checkpoint (measured under its own name)."""
-    return loaded_model(option) if option.startswith(CUSTOM_PREFIX) else option
+    """A catalog name, or a private copy of the loaded checkpoint (measured under its own name).
+
+    The copy has its own lock: predictions with the shared model do not wait for a measurement.
+    """
+    if not option.startswith(CUSTOM_PREFIX):
+        return option
+    import copy
+    import dataclasses
+    import threading
+
+    loaded = loaded_model(option)
+    with loaded.lock:
+        module = copy.deepcopy(loaded.model)
+    return dataclasses.replace(loaded, model=module, lock=threading.RLock())
+
+
+def session_gone():
+    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return lambda: False
+    instance, session_id = runtime.get_instance(), ctx.session_id
+    return lambda: not instance.is_active_session(session_id)
+
+
+def plan_benchmarks(options: list[str], *, device: str, batch_size: int, budget_s: float, threads: int | None):
+    """The :class:`~backbones.measure.plan.SweepPlan` for a Measure click, under this server's caps."""
+    from backbones.measure.plan import plan_sweep
+
+    names = [o if not o.startswith(CUSTOM_PREFIX) else loaded_model(o) for o in options]
+    plan = plan_sweep(names, device=device, batch_size=batch_size, budget_s=budget_s, threads=threads)
+    kept = {id(m) for m in plan.models}
+    return plan, [o for o, n in zip(options, names) if id(n) in kept]
 
 
 def store_name(option: str) -> str:
     return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
 
 
-def run_benchmarks(options: list[str], *, progress=None, **settings) -> list:
-    """Measure the options one by one; each result is stored as soon as it exists."""
+def run_benchmarks(options: list[str], *, progress=None, on_skip=None, **settings) -> list:
+    """Measure the options one by one, each stored as soon as it exists; stops if the visitor leaves."""
     from backbones.measure import bench_models
+    from backbones.measure.plan import SweepLimits
 
     store = results_store()
-    results = bench_models([_measurable(o) for o in options], store=store, progress=progress, **settings)
+    results = bench_models(
+        [_measurable(o) for o in options],
+        store=store,
+        progress=progress,
+        should_stop=session_gone(),
+        model_timeout_s=SweepLimits.from_env().model_timeout_s,
+        on_skip=on_skip,
+        **settings,
+    )
     comparison.clear()
     return results
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from backbones.errors import BackboneError
-from backbones.measure.common import MEASUREMENT_LOCK, resolve_device, sync, torch_threads
+from backbones.measure.common import resolve_device, sync
 
 #: Real networks reach about this fraction of a plain 3x3 convolution's rate (depthwise layers, pooling).
 _EFFICIENCY = 0.5
@@ -67,14 +67,18 @@ class SweepPlan:
 
 
 @functools.lru_cache(maxsize=16)
-def machine_gmacs_per_second(device: str = "cpu", threads: int | None = None) -> float:
-    """Multiply-accumulates per second (in G) of one 3x3 convolution here: the scale for estimates."""
+def machine_gmacs_per_second(device: str = "cpu") -> float:
+    """Multiply-accumulates per second (in G) of one 3x3 convolution here: the scale for estimates.
+
+    Takes neither the measurement lock nor a thread setting (both would make a page wait for, or disturb,
+    another session's measurement); a few milliseconds of noise only moves an estimate.
+    """
     dev = resolve_device(device)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(dev).eval()
     x = torch.randn(1, 64, 56, 56, device=dev)
     macs = 64 * 64 * 9 * 56 * 56
     best = float("inf")
-    with MEASUREMENT_LOCK, torch_threads(threads), torch.inference_mode():
+    with torch.inference_mode():
         conv(x)
         for _ in range(3):
             sync(dev)
@@ -113,7 +117,9 @@ def plan_sweep(
         raise BackboneError(f"batch size {batch_size} is over this server's limit of {limits.max_batch}")
     if budget_s > limits.max_budget_s:
         raise BackboneError(f"{budget_s:g} s per model is over this server's limit of {limits.max_budget_s:g} s")
-    rate = machine_gmacs_per_second(str(device), threads) * _EFFICIENCY
+    rate = machine_gmacs_per_second(str(device)) * _EFFICIENCY
+    if threads and device == "cpu":  # the calibration ran with the process's threads
+        rate *= min(threads, torch.get_num_threads()) / max(torch.get_num_threads(), 1)
     kept, estimates, refused = [], [], []
     for model in models:
         macs, params, name = _macs_and_params(model)

@@ -127,3 +127,20 @@ def test_names_render_as_plain_text(app, grace_hopper):
     # Every bracket and angle bracket is escaped: no image, link or tag survives Markdown.
     assert headers and all(re.search(r"(?<!\\)[\[\]<>]", h) is None for h in headers), headers
     assert shown(headers[0]) == name
+
+
+def test_measure_is_capped_with_an_estimate_before_it_starts(app, monkeypatch):
+    monkeypatch.setenv("BACKBONES_MEASURE_MAX_SECONDS", "30")
+    app.run()
+    app.sidebar.multiselect[0].set_value(["squeezenet1_1", "resnet18"])
+    open_page(app, "compare")
+    button = app.button(key="cmp_measure")
+    assert "about" in button.label and not button.disabled  # the estimate is shown before anything runs
+    app.sidebar.multiselect[0].set_value(["vgg19", "resnet152", "convnext_tiny", "densenet121", "vit_h_14"])
+    app.selectbox(key="cmp_batch").set_value(64)
+    app.number_input(key="cmp_budget").set_value(10.0)
+    app.run()
+    no_exception(app)
+    assert app.button(key="cmp_measure").disabled
+    said = errors(app) + [shown(c.value) for c in app.caption]
+    assert any("limit" in m for m in said), said
