@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from backbones.errors import BackboneError
 from backbones.models import LoadedModel
+from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.layers import resolve_layer
 from viz.overlay import _font, _font_size, colorize, normalize_heatmap
 
@@ -79,14 +80,12 @@ def feature_maps(loaded: LoadedModel, image, layer: str | None = None, *, top: i
     """
     from captum.attr import LayerActivation
 
-    from viz.cam import _as_image, _device_dtype, _view_of
-
     if int(top) < 1:
         raise BackboneError(f"top must be at least 1, got {top}")
     name = resolve_layer(loaded, layer)
-    img = _as_image(image)
-    view = _view_of(loaded)
-    device, dtype = _device_dtype(view)
+    img = ensure_rgb(image)
+    view = make_private_view(loaded)
+    device, dtype = get_device_dtype(view)
     x = loaded.preprocessing(img).unsqueeze(0).to(device=device, dtype=dtype)
     with torch.inference_mode():
         act = LayerActivation(view, view.get_submodule(name)).attribute(x)
