@@ -20,7 +20,7 @@ from backbones.errors import BackboneError
 from backbones.models import LoadedModel
 from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.layers import resolve_layer
-from viz.overlay import _font, _font_size, colorize, normalize_heatmap
+from viz.overlay import colorize, font_height, load_font, normalize_heatmap
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ def render_feature_grid(
     n = len(fm.maps)
     cols = max(1, min(columns or math.ceil(math.sqrt(n)), n))
     rows = math.ceil(n / cols)
-    font = _font(max(10, cell // 8))
-    label_h = _font_size(font) + 4 if labels else 0
+    font = load_font(max(10, cell // 8))
+    label_h = font_height(font) + 4 if labels else 0
     gap = 4
     canvas = Image.new("RGB", (cols * cell + (cols + 1) * gap, rows * (cell + label_h) + (rows + 1) * gap), "white")
     draw = ImageDraw.Draw(canvas)
