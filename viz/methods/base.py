@@ -112,7 +112,8 @@ class Method:
     Subclasses set ``info``, may set ``options`` (the keyword arguments their
     constructor adds) and ``scores_image_first`` (perturbation methods, whose passes
     see perturbed inputs, learn the top-1 class from a pass over the image itself
-    first), and implement :meth:`compute_maps`.
+    first), and implement :meth:`compute_maps`; a method whose forward pass does not depend
+    on the class overrides :meth:`share_forward` so top-k attributions share it.
     """
 
     info: ClassVar[MethodInfo]
@@ -167,17 +168,26 @@ class Method:
     ) -> list[Attribution]:
         """One :class:`Attribution` for each of the top-``k`` classes of the first image, best first.
 
-        ``each(i, attribution)`` is called as each one is done. This version runs
-        :meth:`attribute` once per class after one prediction pass; methods that can
-        share work between classes override it.
+        ``each(i, attribution)`` is called as each one is done; ``should_stop`` is
+        asked before each class.
         """
-        with torch.inference_mode():
-            x = inputs.to(*get_device_dtype(self.model))
-            probs = torch.softmax(logits_of(self.model(x))[0].float(), dim=0)
         out = []
-        for i, index in enumerate(rank_classes(probs, k)):
-            check_stop(self.should_stop)
-            out.append(self.attribute(inputs, target=index))
-            if each is not None:
-                each(i, out[-1])
+        with torch.inference_mode(False), torch.enable_grad():
+            probs, attribute_class = self.share_forward(self.prepare_inputs(inputs))
+            for i, index in enumerate(rank_classes(probs, k)):
+                check_stop(self.should_stop)
+                out.append(attribute_class(index))
+                if each is not None:
+                    each(i, out[-1])
         return out
+
+    def share_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[int], Attribution]]:
+        """What :meth:`attribute_topk` shares between classes: the first image's probabilities and a
+        function attributing one class.
+
+        This version makes one prediction pass, then runs :meth:`attribute` once per
+        class; methods whose forward pass does not depend on the class share it instead.
+        """
+        with torch.no_grad():
+            probs = torch.softmax(logits_of(self.model(x))[0].float(), dim=0)
+        return probs, lambda index: self.attribute(x, target=index)

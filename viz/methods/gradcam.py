@@ -7,7 +7,7 @@
 the weighted sum ``relu(sum_c w_c * A_c)`` and bilinear upsampling to the input.
 A variant only says how the channel weights ``w`` come from the gradients and
 activations (:meth:`LayerCAM.channel_weights`). Because the forward pass does not
-depend on the class, :meth:`LayerCAM.attribute_topk` shares it between classes.
+depend on the class, top-k attributions share it (:meth:`LayerCAM.share_forward`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from torch import nn
 
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
-from viz.methods.base import Attribution, ClassScore, Method, MethodInfo, check_stop
-from viz.targets import rank_classes
+from viz.methods.base import Attribution, ClassScore, Method, MethodInfo
 
 # captum warns on every Guided Backprop call that it sets (and removes) ReLU hooks:
 # on our private view that is expected, and the warning would reach CLI users.
@@ -86,26 +85,22 @@ class LayerCAM(Method):
         return self.combine(grads.detach(), acts.detach())
 
     def compute_maps(self, score, x):
-        cam = self.cam(score, x)
-        return cam[:, 0], upsample(cam, tuple(x.shape[2:]))[:, 0]
+        return self._maps(self.cam(score, x), tuple(x.shape[2:]))
 
-    def attribute_topk(self, inputs, k, *, each=None) -> list[Attribution]:
-        """The top-``k`` classes from one shared forward pass and one backward pass to the layer each."""
-        out = []
-        with torch.inference_mode(False), torch.enable_grad():
-            x = self.prepare_inputs(inputs)
-            acts, logits = forward_keeping_activations(lambda t: logits_of(self.model(t)), self.layer, x)
-            probs = torch.softmax(logits[0].detach().float(), dim=0)
-            indices = rank_classes(probs, k)
-            for i, index in enumerate(indices):
-                check_stop(self.should_stop)
-                (grads,) = torch.autograd.grad(logits[0, index], acts, retain_graph=i + 1 < len(indices))
-                cam = self.combine(grads.detach(), acts.detach())
-                raw, heat = cam[:, 0], upsample(cam, tuple(x.shape[2:]))[:, 0]
-                out.append(Attribution(raw=raw.float(), heat=heat.float(), index=index, probs=probs))
-                if each is not None:
-                    each(i, out[-1])
-        return out
+    def _maps(self, cam: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return cam[:, 0], upsample(cam, size)[:, 0]
+
+    def share_forward(self, x):
+        """One forward pass for every class; each class then costs one backward pass to the layer."""
+        acts, logits = forward_keeping_activations(lambda t: logits_of(self.model(t)), self.layer, x)
+        probs = torch.softmax(logits[0].detach().float(), dim=0)
+
+        def attribute_class(index: int) -> Attribution:
+            (grads,) = torch.autograd.grad(logits[0, index], acts, retain_graph=True)
+            raw, heat = self._maps(self.combine(grads.detach(), acts.detach()), tuple(x.shape[2:]))
+            return Attribution(raw=raw.float(), heat=heat.float(), index=index, probs=probs)
+
+        return probs, attribute_class
 
 
 class GradCAM(LayerCAM):
