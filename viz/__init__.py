@@ -17,23 +17,15 @@ Command line: ``python -m viz cam|features|layers|methods``.
 """
 
 from viz.cam import (
-    LAYER_METHODS,
-    METHODS,
     Explanation,
-    MethodInfo,
-    Target,
-    TargetError,
     explain,
     explain_methods,
     explain_models,
     explain_tensor,
     explain_topk,
-    list_methods,
-    map_to_image,
-    normalize_method,
-    resolve_target,
 )
 from viz.features import ChannelStats, FeatureMaps, feature_maps, render_feature_grid
+from viz.geometry import map_to_image
 from viz.layers import (
     LayerInfo,
     default_layer,
@@ -42,6 +34,8 @@ from viz.layers import (
     resolve_layer,
     spatial_layers,
 )
+from viz.methods.base import MethodInfo
+from viz.methods.registry import LAYER_METHODS, METHODS, list_methods, normalize_method
 from viz.overlay import (
     COLORMAPS,
     colorize,
@@ -53,6 +47,7 @@ from viz.overlay import (
     render_grid,
     to_png_bytes,
 )
+from viz.targets import Target, TargetError, resolve_target
 
 __all__ = [
     "COLORMAPS",

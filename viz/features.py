@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 
 from backbones.errors import BackboneError
 from backbones.models import LoadedModel
+from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.layers import resolve_layer
-from viz.overlay import _font, _font_size, colorize, normalize_heatmap
+from viz.overlay import colorize, font_height, load_font, normalize_heatmap
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,12 @@ def feature_maps(loaded: LoadedModel, image, layer: str | None = None, *, top: i
     """
     from captum.attr import LayerActivation
 
-    from viz.cam import _as_image, _device_dtype, _view_of
-
     if int(top) < 1:
         raise BackboneError(f"top must be at least 1, got {top}")
     name = resolve_layer(loaded, layer)
-    img = _as_image(image)
-    view = _view_of(loaded)
-    device, dtype = _device_dtype(view)
+    img = ensure_rgb(image)
+    view = make_private_view(loaded)
+    device, dtype = get_device_dtype(view)
     x = loaded.preprocessing(img).unsqueeze(0).to(device=device, dtype=dtype)
     with torch.inference_mode():
         act = LayerActivation(view, view.get_submodule(name)).attribute(x)
@@ -134,8 +133,8 @@ def render_feature_grid(
     n = len(fm.maps)
     cols = max(1, min(columns or math.ceil(math.sqrt(n)), n))
     rows = math.ceil(n / cols)
-    font = _font(max(10, cell // 8))
-    label_h = _font_size(font) + 4 if labels else 0
+    font = load_font(max(10, cell // 8))
+    label_h = font_height(font) + 4 if labels else 0
     gap = 4
     canvas = Image.new("RGB", (cols * cell + (cols + 1) * gap, rows * (cell + label_h) + (rows + 1) * gap), "white")
     draw = ImageDraw.Draw(canvas)

@@ -117,7 +117,8 @@ def joint_heatmaps(explanations: Sequence) -> list[np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def _font(size: int):
+def load_font(size: int):
+    """Pillow's default font at ``size`` pixels (cached), for labels on rendered images."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one bitmap size
@@ -143,13 +144,14 @@ def _text_lines(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[
     return lines
 
 
-def _font_size(font) -> int:
+def font_height(font) -> int:
+    """The pixel size of ``font``: the height of one line of its text."""
     return int(getattr(font, "size", 11))
 
 
 def _colour_bar(width: int, cmap: str, left_label: str, right_label: str, caption: str, font) -> Image.Image:
     """A horizontal colour ramp with its end values and a caption below."""
-    bar_h, pad, line = 14, 6, _font_size(font) + 4
+    bar_h, pad, line = 14, 6, font_height(font) + 4
     img = Image.new("RGB", (width, pad + bar_h + 2 + 2 * line + pad), "white")
     draw = ImageDraw.Draw(img)
     inner = max(16, width - 2 * pad)
@@ -205,8 +207,8 @@ def render_grid(
     cols = max(1, min(columns or min(n, 4), n))
     rows = math.ceil(n / cols)
     cell_w = max(1, round(width * cell_height / height))
-    font = _font(max(11, cell_height // 18))
-    line_h = _font_size(font) + 4
+    font = load_font(max(11, cell_height // 18))
+    line_h = font_height(font) + 4
     title_h = 2 * line_h + 6
     gap = 6
     grid_w = cols * cell_w + (cols + 1) * gap

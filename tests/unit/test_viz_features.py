@@ -1,10 +1,7 @@
-"""viz.features and viz.overlay: channel statistics worked out by hand, grids, colours, PNG bytes."""
+"""viz.features: channel statistics worked out by hand, no hook left behind, the channel grid."""
 
 from __future__ import annotations
 
-import io
-
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -12,13 +9,10 @@ from PIL import Image
 from torch import nn
 
 from backbones.catalog import get_entry
-from backbones.errors import BackboneError, LayerError
+from backbones.errors import LayerError
 from backbones.inference.preprocessing import Preprocessing
 from backbones.models import LoadedModel
-from viz.cam import Explanation, Target
 from viz.features import feature_maps, render_feature_grid
-from viz.layers import default_layer, private_view, resolve_layer, spatial_layers
-from viz.overlay import colorize, joint_heatmaps, overlay, overlay_image, render_grid, to_png_bytes
 
 
 class ChannelNet(nn.Module):
@@ -97,87 +91,3 @@ def test_feature_grid_renders_one_tile_per_channel(lite0, grace_hopper):
     assert grid.mode == "RGB" and grid.width == 3 * 32 + 4 * 4
     joint = render_feature_grid(fm, normalize="joint", labels=False, cell=16)
     assert joint.height == 2 * 16 + 3 * 4
-
-
-# ---------------------------------------------------------------------------------------------
-# Layers
-
-
-def test_layer_defaults_and_candidates():
-    from backbones.models import build_architecture
-
-    class Holder:  # what default_layer reads from a LoadedModel
-        def __init__(self, name):
-            self.entry = get_entry(name)
-            self.name = name
-            self.model = build_architecture(self.entry)
-            self.preprocessing = self.entry.preprocessing
-
-    resnet = Holder("resnet18")  # generic rule: the last spatial module before avgpool
-    assert default_layer(resnet) == "layer4"
-    names = [i.name for i in spatial_layers(resnet, max_depth=1)]
-    assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    assert resolve_layer(resnet, "layer3.1.conv2") == "layer3.1.conv2"
-    assert default_layer(Holder("squeezenet1_1")) == "features"  # table: not the 1000-channel conv
-    assert default_layer(Holder("mobilenet_v3_small")) == "features"
-
-
-def test_private_view_shares_parameters_but_not_state():
-    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(inplace=True))
-    model.train()
-    view = private_view(model)
-    assert view[0].weight is model[0].weight
-    view[0].register_forward_hook(lambda *a: None)
-    view[1].inplace = True
-    assert not view.training and model.training
-    assert not model[0]._forward_hooks and view[0]._forward_hooks
-    assert private_view(model)[1].inplace is False and model[1].inplace is True
-
-
-# ---------------------------------------------------------------------------------------------
-# Overlays
-
-
-def _exp(heatmap, scale, title="m"):
-    h = np.asarray(heatmap, dtype=np.float32)
-    return Explanation(
-        model=title, method="gradcam", layer="x", target=Target(0, "a", 0.5), heatmap=h, heatmap_crop=h, raw=h,
-        scale=scale, crop_box=(0.0, 0.0, float(h.shape[1]), float(h.shape[0])),
-    )
-
-
-def test_colorize_uses_the_matplotlib_colormap():
-    heat = np.array([[0.0, 1.0]], dtype=np.float32)
-    rgb = colorize(heat, cmap="viridis")
-    ref = (np.asarray(matplotlib.colormaps["viridis"]([0.0, 1.0]))[:, :3] * 255).round().astype(np.uint8)
-    np.testing.assert_array_equal(rgb[0], ref)
-    with pytest.raises(BackboneError, match="colormap"):
-        colorize(heat, cmap="no-such-map")
-
-
-def test_overlay_blends_with_the_opacity():
-    image = Image.new("RGB", (2, 1), (100, 50, 0))
-    heat = np.array([[0.0, 1.0]], dtype=np.float32)
-    np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), np.asarray(image))
-    np.testing.assert_array_equal(overlay(image, heat, alpha=1.0, cmap="gray"), [[[0, 0, 0], [255, 255, 255]]])
-    half = overlay(image, heat, alpha=0.5, cmap="gray")
-    np.testing.assert_array_equal(half, [[[50, 25, 0], [178, 152, 128]]])
-    assert overlay_image(image, np.zeros((4, 8)), alpha=0.3).size == (2, 1)  # heatmap resized to the image
-    with pytest.raises(BackboneError, match="opacity"):
-        overlay(image, heat, alpha=1.5)
-
-
-def test_joint_normalisation_and_grid():
-    a = _exp([[0.0, 1.0], [0.5, 0.25]], scale=4.0, title="strong")
-    b = _exp([[1.0, 0.0], [0.0, 0.0]], scale=1.0, title="weak")
-    ja, jb = joint_heatmaps([a, b])
-    np.testing.assert_allclose(ja, a.heatmap)
-    np.testing.assert_allclose(jb, b.heatmap * 0.25)
-    image = Image.new("RGB", (2, 2), "white")
-    grid = render_grid(image, [a, b], normalize="joint", cell_height=40, titles=["A", "B"], show_image=True)
-    assert grid.mode == "RGB" and grid.width == 3 * 40 + 4 * 6
-    png = to_png_bytes(grid)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert Image.open(io.BytesIO(png)).size == grid.size
-    with pytest.raises(BackboneError, match="does not match"):
-        render_grid(Image.new("RGB", (3, 3)), [a])
