@@ -803,7 +803,7 @@ def save_evaluation(result: EvaluationResult, store=None) -> int:
     name, so Compare can show "accuracy on <dataset>".
     """
     if store is None:
-        from backbones.store import ResultsStore
+        from backbones.results.store import ResultsStore
 
         store = ResultsStore()
     return store.add("evaluation", result.model, result.to_store_payload(), env=None, source="here")

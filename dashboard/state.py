@@ -221,7 +221,7 @@ def results_store():
     """The results store; a corrupt file is moved aside and rebuilt, with a notice for the user."""
     import warnings
 
-    from backbones.store import ResultsStore
+    from backbones.results.store import ResultsStore
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -253,7 +253,7 @@ def run_benchmarks(options: list[str], *, progress=None, **settings) -> list:
 
 @st.cache_data(show_spinner=False, ttl=5)
 def comparison(options: tuple[str, ...], *, device: str, batch_size: int, threads: int | None) -> list[dict]:
-    from backbones.compare import comparison_rows
+    from backbones.results.comparison import comparison_rows
 
     names = [store_name(o) for o in options]
     labels = {store_name(o): display_name(o) for o in options}

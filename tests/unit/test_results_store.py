@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backbones.errors import StoreError
-from backbones.store import DB_ENV, HERE, ResultsStore, StoredResult, StoreWarning
+from backbones.results.store import DB_ENV, HERE, ResultsStore, StoredResult, StoreWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,7 +222,7 @@ def test_killed_sweep_keeps_earlier_rows(tmp_path):
 
 WRITER = """
 import sys
-from backbones.store import ResultsStore
+from backbones.results.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 i = 0
 while True:
