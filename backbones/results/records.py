@@ -286,12 +286,12 @@ def check_record(*, kind, model, created, source, env, payload, uid) -> None:
         got = "an unknown name" if isinstance(kind, str) else _type_name(kind)
         raise RecordError(f"kind must be one of {', '.join(KINDS)}, got {got}")
     check_name(model, "model")
-    check_name(source, "source")
     _check_created(created, "created")
     if not isinstance(uid, str) or not _UID.fullmatch(uid):
         raise RecordError("uid must be 1 to 64 letters, digits or _.:-")
     ENV(env, "env")
     PAYLOADS[kind](payload, "payload")
+    check_name(source, "source")  # last: an import may derive it from env.machine, reported there first
 
 
 def dumps_strict(obj) -> str:

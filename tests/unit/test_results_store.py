@@ -1,4 +1,4 @@
-"""The SQLite results store: durability, corruption recovery, read-only files, JSON exchange."""
+"""The SQLite results store: durability, corruption recovery, read-only files, JSON exchange, SQL filters."""
 
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def test_import_bench_json_list(tmp_path):
         ('{"format": "backbone-lens-results", "version": 99, "results": []}', "unsupported export version"),
         ('{"format": "backbone-lens-results", "version": 1, "results": {}}', "must be a list"),
         ('{"format": "backbone-lens-results", "version": 1, "results": [{"kind": "latency", "model": "m", "payload": {}},'
-         ' {"kind": "latency", "model": "m"}]}', "result 1: \"payload\" must be an object"),
+         ' {"kind": "latency", "model": "m"}]}', "bad.json: row 2: payload must be an object, got null"),
         ('[{"model": "m"}]', "not a benchmark result"),
     ],
 )
