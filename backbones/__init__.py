@@ -14,8 +14,8 @@ from backbones.errors import (
     WeightsUnavailableError,
 )
 from backbones.inference.images import load_image
-from backbones.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
 from backbones.inference.predict import Prediction, predict
+from backbones.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -54,3 +54,7 @@ class LogFormatError(BackboneError):
 
 class CancelledError(BackboneError):
     """Long work stopped because the caller asked it to."""
+
+
+class DownloadError(WeightsUnavailableError):
+    """Weights could not be downloaded (network, server, integrity or disk); nothing was left behind."""

@@ -1,9 +1,22 @@
-"""Where Backbone Lens keeps its own files (results database, uploads, caches)."""
+"""Where Backbone Lens keeps its own files (results database, uploads, unpacked datasets), and how they are bounded.
+
+Uploads are written under names the server makes (a content digest and an allowed suffix), never under a
+name a client sent; ``uploads/`` and ``datasets/`` are pruned least-recently-used beyond a quota.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from backbones.errors import BackboneError
+
+#: Default quota of each of ``uploads/`` and ``datasets/`` (``$BACKBONES_UPLOAD_QUOTA_MB``).
+DEFAULT_QUOTA_MB = 8192
 
 
 def cache_dir() -> Path:
@@ -13,3 +26,111 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "backbone-lens"
+
+
+def folder_quota_bytes() -> int:
+    raw = os.environ.get("BACKBONES_UPLOAD_QUOTA_MB", "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_QUOTA_MB
+    except ValueError:
+        mb = DEFAULT_QUOTA_MB
+    return int((mb if mb > 0 else DEFAULT_QUOTA_MB) * 2**20)
+
+
+def touch(path: Path) -> None:
+    """Mark ``path`` as used now (least-recently-used pruning reads modification times)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _size(path: Path) -> int:
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune_least_recently_used(folder: Path, max_bytes: int, *, keep: Iterable[Path] = ()) -> list[Path]:
+    """Delete the least recently used entries of ``folder`` until it holds at most ``max_bytes``.
+
+    Entries in ``keep`` (the one just added) and unfinished temporary entries (names starting with a dot)
+    are never deleted. Returns what was deleted.
+    """
+    keep = {Path(k).resolve() for k in keep}
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+    sized = []
+    for p in entries:
+        try:
+            sized.append((p.lstat().st_mtime, _size(p), p))
+        except OSError:
+            continue
+    total = sum(s for _, s, _ in sized)
+    removed = []
+    for _, size, p in sorted(sized, key=lambda t: t[0]):
+        if total <= max_bytes:
+            break
+        if p.resolve() in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        total -= size
+        removed.append(p)
+    return removed
+
+
+def allowed_suffix(original_name: str, allowed: Iterable[str]) -> str:
+    """The lower-case suffix of a client-sent file name when it is one of ``allowed``, else a BackboneError."""
+    allowed = tuple(s.lower() for s in allowed)
+    suffix = os.path.splitext(str(original_name).replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
+    if suffix not in allowed:
+        raise BackboneError(f"file type {suffix or '(none)'!r} is not accepted here (accepted: {', '.join(allowed)})")
+    return suffix
+
+
+def store_upload(data: bytes, original_name: str, *, allowed: Iterable[str], folder: str = "uploads") -> Path:
+    """Write uploaded bytes to ``cache_dir()/<folder>/<sha256 prefix><suffix>`` and return the path.
+
+    The client's file name only chooses the suffix, from ``allowed``; the file is written to a temporary
+    name and renamed, so a failed write leaves nothing. Call :func:`discard_upload` when the file is refused.
+    """
+    suffix = allowed_suffix(original_name, allowed)
+    root = cache_dir() / folder
+    path = root / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=root)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except OSError as exc:
+        raise BackboneError(f"cannot store the upload ({exc.strerror or exc})") from exc
+    touch(path)
+    prune_least_recently_used(root, folder_quota_bytes(), keep={path})
+    return path
+
+
+def discard_upload(path: Path) -> None:
+    """Remove an upload that was refused, so refused files do not pile up."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
+

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import html
+import re
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -49,14 +49,14 @@ def render_sidebar() -> None:
             if option.startswith(state.CUSTOM_PREFIX):
                 custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
                 if custom:
-                    st.caption(f"★ **{custom.label}**: your {custom.arch} checkpoint, {custom.num_classes} classes")
+                    st.caption(f"★ **{md(custom.label)}**: your {custom.arch} checkpoint, {custom.num_classes} classes")
                 continue
             row = rows.get(option)
             if row:
                 status = row["weights"][0]["status"] if row["weights"] else "none"
                 st.caption(f"**{row['display_name']}** · {row['source']} · {SOURCE_BADGE.get(status, status)}")
         for message in state.pop_notices():
-            st.warning(message)
+            st.warning(md(message))
         st.divider()
         st.caption(
             "Published figures are cited where shown; latency is measured on this machine. "
@@ -64,20 +64,28 @@ def render_sidebar() -> None:
         )
 
 
+# Links and images need [ ], autolinks and HTML < >; * ~ ` $ | would turn names into emphasis, code, maths or
+# tables. Dots, dashes and underscores inside names are left alone (GFM does not emphasise inside words).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>$~|])")
+
+
+def md(text) -> str:
+    """``text`` as literal Markdown: names from users (files, checkpoints, runs, classes) render as plain text.
+
+    Without this, ``![](https://host/x)`` in a file name makes every viewer's browser fetch that URL.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def plain_label(text) -> str:
+    """``text`` for Plotly, which renders a subset of HTML (``<a href>``) in names, ticks and titles."""
+    return html.escape(str(text), quote=False)
+
+
 def show_error(exc: BaseException, *, prefix: str = "") -> None:
-    """A friendly one-line error (never a traceback)."""
+    """A friendly one-line error (never a traceback); file and model names in it are shown literally."""
     text = str(exc) if isinstance(exc, BackboneError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    st.error(f"{prefix}{text}", icon=":material/error:")
-
-
-@contextlib.contextmanager
-def guarded(prefix: str = "") -> Iterator[None]:
-    """Turn a BackboneError into st.error and keep the page running."""
-    try:
-        yield
-    except BackboneError as exc:
-        show_error(exc, prefix=prefix)
+    st.error(md(f"{prefix}{text}"), icon=":material/error:")
 
 
 def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
@@ -90,6 +98,7 @@ def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
             type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
             accept_multiple_files=multiple,
             key=f"{key}_upload",
+            max_upload_size=state.IMAGE_UPLOAD_MB,
             help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF.",
         )
     with col_sample:
@@ -101,8 +110,6 @@ def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
         )
     files = files if isinstance(files, list) else ([files] if files else [])
     out = [(f.name, f.getvalue()) for f in files]
-    for name, data in out:
-        state.remember_upload(name, data)
     if not out and choice != "(none)":
         out = [(choice, samples[choice])]
     return out
@@ -145,5 +152,22 @@ def topk_chart(topk: list[dict], *, title: str = "", height: int = 230) -> go.Fi
     return fig
 
 
+def _escape_values(values):
+    if values is None or isinstance(values, (str, bytes)):
+        return plain_label(values) if isinstance(values, str) else values
+    try:
+        items = list(values)
+    except TypeError:
+        return values
+    if not any(isinstance(v, str) for v in items):
+        return values
+    return [plain_label(v) if isinstance(v, str) else v for v in items]
+
+
 def plot(fig: go.Figure, *, key: str | None = None) -> None:
+    """Render a Plotly figure with every trace name and category label escaped (names are user data)."""
+    for trace in fig.data:
+        for attr in ("name", "legendgroup", "x", "y", "text", "hovertext", "labels"):
+            if attr in trace and trace[attr] is not None:
+                trace[attr] = _escape_values(trace[attr])
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")

@@ -22,11 +22,16 @@ from backbones.models import LoadedModel, load_model
 # --- session_state keys -------------------------------------------------------------------
 SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" entries
 CUSTOM = "custom_models"  # dict[label, CustomModel]
-UPLOADS = "uploaded_images"  # dict[digest, (name, bytes)] kept across pages
 NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt)
 PICKER_VERSION = "picker_version"  # int: bumped when a page changes the selection, so the picker redraws
 INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
 CUSTOM_PREFIX = "custom:"
+
+# Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
+IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
+LOG_UPLOAD_MB = 50
+RESULTS_UPLOAD_MB = 50
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,6 @@ def init_session() -> None:
     ss = st.session_state
     ss.setdefault(SELECTED, list(INITIAL_SELECTION))
     ss.setdefault(CUSTOM, {})
-    ss.setdefault(UPLOADS, {})
     ss.setdefault(NOTICES, [])
 
 
@@ -161,19 +165,23 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def remember_upload(name: str, data: bytes) -> str:
-    init_session()
-    key = digest(data)
-    st.session_state[UPLOADS][key] = (name, data)
-    return key
+@st.cache_resource(show_spinner=False)
+def _decoded_images():
+    """One cache of decoded photos for the whole server, bounded in bytes ($BACKBONES_IMAGE_CACHE_MB, 256)."""
+    import os
+
+    from backbones.inference.images import DecodedImageCache
+
+    try:
+        mb = float(os.environ.get("BACKBONES_IMAGE_CACHE_MB", "256"))
+    except ValueError:
+        mb = 256.0
+    return DecodedImageCache(int(max(mb, 1) * 2**20))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def decode_image(data: bytes, name: str):
-    """``(PIL image, ImageInfo)``; raises ImageError with a one-line reason."""
-    from backbones.inference.images import load_image_with_info
-
-    return load_image_with_info(data, name=name)
+    """``(PIL image, ImageInfo)`` (a preview at most 2048 px on a side); raises ImageError with a one-line reason."""
+    return _decoded_images().get(data, name)
 
 
 @st.cache_data(show_spinner=False)
@@ -233,20 +241,63 @@ def results_store():
 
 
 def _measurable(option: str):
-    """A catalog name, or the loaded checkpoint (measured under its own name)."""
-    return loaded_model(option) if option.startswith(CUSTOM_PREFIX) else option
+    """A catalog name, or a private copy of the loaded checkpoint (measured under its own name).
+
+    The copy has its own lock: predictions with the shared model do not wait for a measurement.
+    """
+    if not option.startswith(CUSTOM_PREFIX):
+        return option
+    import copy
+    import dataclasses
+    import threading
+
+    loaded = loaded_model(option)
+    with loaded.lock:
+        module = copy.deepcopy(loaded.model)
+    return dataclasses.replace(loaded, model=module, lock=threading.RLock())
+
+
+def session_gone():
+    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return lambda: False
+    instance, session_id = runtime.get_instance(), ctx.session_id
+    return lambda: not instance.is_active_session(session_id)
+
+
+def plan_benchmarks(options: list[str], *, device: str, batch_size: int, budget_s: float, threads: int | None):
+    """The :class:`~backbones.measure.plan.SweepPlan` for a Measure click, under this server's caps."""
+    from backbones.measure.plan import plan_sweep
+
+    names = [o if not o.startswith(CUSTOM_PREFIX) else loaded_model(o) for o in options]
+    plan = plan_sweep(names, device=device, batch_size=batch_size, budget_s=budget_s, threads=threads)
+    kept = {id(m) for m in plan.models}
+    return plan, [o for o, n in zip(options, names) if id(n) in kept]
 
 
 def store_name(option: str) -> str:
     return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
 
 
-def run_benchmarks(options: list[str], *, progress=None, **settings) -> list:
-    """Measure the options one by one; each result is stored as soon as it exists."""
+def run_benchmarks(options: list[str], *, progress=None, on_skip=None, **settings) -> list:
+    """Measure the options one by one, each stored as soon as it exists; stops if the visitor leaves."""
     from backbones.measure import bench_models
+    from backbones.measure.plan import SweepLimits
 
     store = results_store()
-    results = bench_models([_measurable(o) for o in options], store=store, progress=progress, **settings)
+    results = bench_models(
+        [_measurable(o) for o in options],
+        store=store,
+        progress=progress,
+        should_stop=session_gone(),
+        model_timeout_s=SweepLimits.from_env().model_timeout_s,
+        on_skip=on_skip,
+        **settings,
+    )
     comparison.clear()
     return results
 
@@ -360,7 +411,7 @@ def summary(option: str, key: str, input_size: tuple[int, int, int] | None = Non
 @st.cache_data(show_spinner=False, max_entries=16)
 def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
     """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
-    from backbones.logs import read_log
+    from backbones.data.logs import read_log
 
     runs, errors = [], []
     for name, data in files:
@@ -377,12 +428,37 @@ def seed_logs() -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
 
 
-def run_evaluation(option: str, dataset_path: str, *, batch_size: int = 16, limit: int | None = None, progress=None):
-    """Evaluate one model on a dataset folder/CSV and store the result (trained weights only)."""
-    from backbones.evaluate import evaluate_dataset, save_evaluation
+def dataset_roots() -> tuple[Path, ...]:
+    """The server folders a visitor may evaluate (empty: server paths are off)."""
+    from backbones.data.roots import data_roots
+
+    return data_roots()
+
+
+@st.cache_data(show_spinner="Unpacking…", max_entries=8)
+def uploaded_dataset(data: bytes, name: str):
+    """The dataset inside an uploaded zip, unpacked once by content through the safe unpacker."""
+    from backbones.data.archives import unpack_dataset
+    from backbones.data.datasets import read_dataset
+
+    label = Path(name.replace("\\", "/")).name or "upload.zip"
+    return read_dataset(unpack_dataset(data, label=label), name=Path(label).stem)
+
+
+def server_dataset(text: str):
+    """A dataset folder or CSV inside BACKBONES_DATA_ROOTS (one generic message for everything else)."""
+    from backbones.data.datasets import read_dataset
+    from backbones.data.roots import resolve_in_roots
+
+    return read_dataset(resolve_in_roots(text))
+
+
+def run_evaluation(option: str, dataset, *, batch_size: int = 16, limit: int | None = None, progress=None):
+    """Evaluate one model on a :class:`Dataset` and store the result (trained weights only)."""
+    from backbones.data.evaluation import evaluate_dataset, save_evaluation
 
     loaded = loaded_model(option)
-    result = evaluate_dataset(loaded, dataset_path, batch_size=batch_size, limit=limit, progress=progress)
+    result = evaluate_dataset(loaded, dataset, batch_size=batch_size, limit=limit, progress=progress)
     if loaded.trained:
         try:
             save_evaluation(result, store=results_store())

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="top-1/top-5 accuracy of a model on a folder of class sub-folders or a path,label CSV",
     )
-    p.add_argument("dataset", metavar="DATASET", help="folder with one sub-folder per class, or a CSV of path,label rows")
+    p.add_argument("dataset", metavar="DATASET", help="folder with one sub-folder per class, a .zip of such folders, or a CSV of path,label rows")
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N images, spread over the classes")
@@ -56,10 +56,23 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
-def cmd_eval(args) -> int:
-    from backbones.evaluate import evaluate_dataset, read_dataset, save_evaluation
+def read_dataset_argument(text: str):
+    """A folder, a CSV, or a ``.zip`` of class folders unpacked exactly as the Evaluate page does."""
+    from pathlib import Path
 
-    dataset = read_dataset(args.dataset)  # before loading the model: a wrong path fails fast
+    from backbones.data.archives import unpack_dataset
+    from backbones.data.datasets import read_dataset
+
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".zip" and path.is_file():
+        return read_dataset(unpack_dataset(path, label=path.name), name=path.stem)
+    return read_dataset(path)
+
+
+def cmd_eval(args) -> int:
+    from backbones.data.evaluation import evaluate_dataset, save_evaluation
+
+    dataset = read_dataset_argument(args.dataset)  # before loading the model: a wrong path fails fast
     loaded = load_from_args(args)
     result = evaluate_dataset(
         loaded, dataset, batch_size=args.batch_size, limit=args.limit, progress=ProgressPrinter()
@@ -100,8 +113,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    from backbones.data.logs import read_logs
     from backbones.errors import LogFormatError
-    from backbones.logs import read_logs
 
     if args.name and len(args.name) > len(args.files):
         raise LogFormatError(f"{len(args.name)} --name options for {len(args.files)} files")

@@ -260,3 +260,65 @@ def load_image_with_info(
 def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode ``source`` into an 8-bit RGB ``PIL.Image`` (see :func:`load_image_with_info`)."""
     return load_image_with_info(source, name=name, max_pixels=max_pixels)[0]
+
+
+#: Longest side of the working copy a long-lived cache keeps (larger photos are downscaled once, Lanczos).
+PREVIEW_MAX_SIDE = 2048
+
+
+def bounded_preview(img: Image.Image, max_side: int = PREVIEW_MAX_SIDE) -> Image.Image:
+    """``img`` itself when it fits in ``max_side`` pixels, else a downscaled copy (aspect ratio kept).
+
+    Every model's own resize works on 600 px or less, so predictions barely move; memory does: an 8000x8000
+    photo is 192 MB as RGB and 12 MB as a preview.
+    """
+    if max(img.size) <= max_side:
+        return img
+    preview = img.copy()
+    preview.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return preview
+
+
+class DecodedImageCache:
+    """Decoded images by content, least recently used out first, bounded in bytes (not in entries).
+
+    A server keeps one for all sessions: 16 uploads of 8000x8000 PNGs must not hold 9 GB after the tabs are
+    closed. Entries are previews (:func:`bounded_preview`); refused images are not cached.
+    """
+
+    def __init__(self, max_bytes: int):
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[str, tuple[Image.Image, ImageInfo, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, data: bytes, name: str) -> tuple[Image.Image, ImageInfo]:
+        import hashlib
+
+        key = hashlib.sha256(data).hexdigest() + "|" + name
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit[0], hit[1]
+        image, info = load_image_with_info(data, name=name)
+        image = bounded_preview(image)
+        size = image.width * image.height * len(image.getbands())
+        with self._lock:
+            if key not in self._entries and size <= self.max_bytes:
+                self._entries[key] = (image, info, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, _, dropped) = self._entries.popitem(last=False)
+                    self._bytes -= dropped
+        return image, info

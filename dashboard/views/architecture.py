@@ -88,9 +88,9 @@ def render(option: str, slot: str) -> None:
             if r.derivation:
                 st.code(r.derivation, language=None)
             if r.rf_derivation:
-                st.caption(f"Receptive field: {r.rf_derivation}")
+                st.caption(f"Receptive field: {components.md(r.rf_derivation)}")
             if r.rf_note:
-                st.caption(f"Note: {r.rf_note}")
+                st.caption(f"Note: {components.md(r.rf_note)}")
 
     blocks = [b for b in s.blocks(1) if b.name]
     fig = go.Figure()
@@ -107,7 +107,7 @@ if side_by_side:
     cols = st.columns(2)
     for i, (col, option) in enumerate(zip(cols, chosen)):
         with col:
-            st.subheader(state.display_name(option))
+            st.subheader(components.md(state.display_name(option)))
             render(option, f"s{i}")
 else:
     render(chosen[0], "s0")

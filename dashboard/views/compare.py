@@ -29,9 +29,19 @@ with st.container(border=True):
     batch_size = c2.selectbox("Batch size", [1, 2, 4, 8, 16, 32, 64], key="cmp_batch")
     max_threads = os.cpu_count() or 1
     threads = c3.number_input("CPU threads", 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
-    budget = c4.number_input("Seconds per model", 0.5, 30.0, 2.0, step=0.5, key="cmp_budget")
+    budget = c4.number_input("Seconds per model", 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
     c5.write("")
-    measure = c5.button(f"Measure {len(models)} backbone(s)", type="primary", key="cmp_measure", width="stretch")
+    try:
+        plan, to_measure = state.plan_benchmarks(
+            models, device=device, batch_size=batch_size, budget_s=float(budget), threads=int(threads)
+        )
+    except BackboneError as exc:
+        plan, to_measure = None, []
+        components.show_error(exc)
+    label = f"Measure {len(to_measure)} backbone(s)" + (f" · about {plan.total_s:.0f} s" if plan and to_measure else "")
+    measure = c5.button(label, type="primary", key="cmp_measure", width="stretch", disabled=not to_measure)
+    for name, why in plan.refused if plan else ():
+        st.caption(components.md(f"{name} is left out: {why}"))
 
 if measure:
     progress = st.progress(0.0, text="Starting…")
@@ -41,7 +51,7 @@ if measure:
         progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
 
     try:
-        state.run_benchmarks(models, device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
+        state.run_benchmarks(to_measure, on_skip=lambda name, why: st.warning(components.md(f"{name}: {why}")), device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
     except CancelledError as exc:
         st.warning(str(exc))
     except BackboneError as exc:
@@ -87,7 +97,7 @@ if not measured.any():
         f"No latency measured yet for {device}, batch {batch_size}"
         + (f", {int(threads)} threads" if device == "cpu" else "")
         + ". Press **Measure** (about "
-        f"{len(models) * (float(budget) + 1):.0f} s): published figures are shown meanwhile."
+        f"{plan.total_s if plan else 0:.0f} s): published figures are shown meanwhile."
     )
 
 st.dataframe(
@@ -201,7 +211,7 @@ with tab_size:
 
 with st.expander("Import measurements from another machine"):
     st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
-    upload = st.file_uploader("results.json", type=["json"], key="cmp_import")
+    upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=state.RESULTS_UPLOAD_MB)
     if upload is not None and st.button("Import", key="cmp_import_go"):
         try:
             n = state.import_results(upload.getvalue())

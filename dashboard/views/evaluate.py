@@ -8,10 +8,12 @@ from backbones.errors import BackboneError, CancelledError
 from dashboard import components, state
 
 st.title("Evaluate on your images")
+roots = state.dataset_roots()
 st.caption(
-    "A folder with one sub-folder per class (uploaded as a .zip), or a CSV of `path,label` rows on this machine. "
-    "ImageNet models match folder names to ImageNet classes; your checkpoints use their own classes. "
-    "CLI: `python -m backbones eval DATASET --model NAME --json`."
+    "A folder with one sub-folder per class, uploaded as a .zip"
+    + (", or a folder / CSV of `path,label` rows in the server's data folders" if roots else "")
+    + ". ImageNet models match folder names to ImageNet classes; your checkpoints use their own classes. "
+    "CLI: `python -m backbones eval DATASET --model NAME --json` (DATASET: a folder, a .zip or a CSV)."
 )
 
 runnable = [o for o in state.selected_models() if state.trained_weights_available(o)[0]]
@@ -21,24 +23,27 @@ if not runnable:
 
 c1, c2 = st.columns(2)
 archive = c1.file_uploader("Dataset (.zip of class folders)", type=["zip"], key="eval_zip")
-local = c2.text_input("…or a folder / CSV path on this machine", key="eval_path", placeholder="/data/animals or /data/animal_data.csv")
+# Server paths are off unless the administrator opened data folders (BACKBONES_DATA_ROOTS).
+local = (
+    c2.text_input("…or a folder / CSV in the server's data folders", key="eval_path", placeholder=f"{roots[0]}/animals")
+    if roots
+    else ""
+)
 c3, c4, c5 = st.columns(3)
 chosen = c3.multiselect("Backbones", runnable, default=runnable[:2], format_func=state.display_name, key="eval_models")
 batch_size = c4.selectbox("Batch size", [8, 16, 32], index=1, key="eval_batch")
 limit = c5.number_input("At most this many images (0 = all)", 0, 100000, 0, key="eval_limit")
 
-dataset_path = None
+dataset = None
 try:
     if archive is not None:
-        from backbones.evaluate import unpack_dataset
-
-        dataset_path = str(unpack_dataset(archive.getvalue()))
+        dataset = state.uploaded_dataset(archive.getvalue(), archive.name)
     elif local.strip():
-        dataset_path = local.strip()
+        dataset = state.server_dataset(local)
 except BackboneError as exc:
     components.show_error(exc)
 
-go_clicked = st.button("Evaluate", type="primary", key="eval_go", disabled=not (dataset_path and chosen))
+go_clicked = st.button("Evaluate", type="primary", key="eval_go", disabled=not (dataset and chosen))
 if go_clicked:
     results = []
     bar = st.progress(0.0, text="Starting…")
@@ -47,7 +52,7 @@ if go_clicked:
             bar.progress(min(1.0, (i + done / max(total, 1)) / len(chosen)), text=f"{state.display_name(option)}: {message}")
 
         try:
-            results.append((option, state.run_evaluation(option, dataset_path, batch_size=batch_size, limit=limit or None, progress=report)))
+            results.append((option, state.run_evaluation(option, dataset, batch_size=batch_size, limit=limit or None, progress=report)))
         except CancelledError as exc:
             st.warning(str(exc))
         except BackboneError as exc:
@@ -56,16 +61,16 @@ if go_clicked:
     st.session_state["eval_results"] = [(o, r) for o, r in results]
 
 for option, r in st.session_state.get("eval_results", []):
-    st.subheader(f"{state.display_name(option)} on {r.dataset}")
+    st.subheader(components.md(f"{state.display_name(option)} on {r.dataset}"))
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Top-1", f"{r.top1:.1%}", f"error {r.top1_error:.1%}", delta_color="off")
     m2.metric("Top-5", f"{r.top5:.1%}", f"error {1 - r.top5:.1%}", delta_color="off")
     m3.metric("Images", r.n, f"{r.skipped} skipped, {r.excluded} excluded", delta_color="off")
     m4.metric("Images / s", f"{r.images_per_second:.1f}")
     for note in r.notes:
-        st.caption(note)
+        st.caption(components.md(note))
     for u in r.unmatched:
-        st.caption(f"Unmatched class: {u.to_dict()}")
+        st.caption(components.md(f"Unmatched class {u.label} ({u.images} images excluded): {u.note}"))
     left, right = st.columns(2)
     with left:
         st.dataframe(pd.DataFrame([{"class": c, "top-1": a} for c, a in r.per_class]), hide_index=True, key=f"eval_pc_{option}")
@@ -75,8 +80,12 @@ for option, r in st.session_state.get("eval_results", []):
         components.plot(fig, key=f"eval_conf_{option}")
     if r.misclassified:
         with st.expander(f"{len(r.misclassified)} misclassified image(s)"):
-            st.dataframe(pd.DataFrame([m.to_dict() for m in r.misclassified]), hide_index=True, key=f"eval_mis_{option}")
+            st.dataframe(
+                pd.DataFrame([{**m.to_dict(), "path": r.relative_path(m.path)} for m in r.misclassified]),
+                hide_index=True,
+                key=f"eval_mis_{option}",
+            )
     if r.skipped_files:
         with st.expander(f"{len(r.skipped_files)} unreadable file(s) skipped"):
             for s in r.skipped_files:
-                st.caption(f"{s.path}: {s.reason}")
+                st.caption(components.md(f"{r.relative_path(s.path)}: {s.reason}"))

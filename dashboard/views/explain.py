@@ -74,10 +74,10 @@ except BackboneError as exc:
 
 left, right = st.columns(2)
 with left:
-    st.image(image, caption=f"{name} ({info.width}×{info.height})", width="stretch")
+    st.image(image, caption=components.md(f"{name} ({info.width}×{info.height})"), width="stretch")
 with right:
     over = overlay_image(image, exp.heatmap, alpha=alpha)
-    st.image(over, caption=exp.title, width="stretch")
+    st.image(over, caption=components.md(exp.title), width="stretch")
 peak = exp.peak
 st.caption(
     f"Target: **{exp.target.label}** (class {exp.target.index}, p = {exp.target.prob:.1%})"

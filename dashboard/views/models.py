@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from backbones.catalog import list_models
-from backbones.errors import BackboneError, CheckpointError
-from backbones.paths import cache_dir
+from backbones.errors import BackboneError
+from backbones.paths import allowed_suffix, discard_upload, store_upload
 from dashboard import components, state
 
 st.title("Models")
@@ -78,24 +78,20 @@ with tab_checkpoint:
     if st.button("Load checkpoint", type="primary", key="ckpt_load", disabled=ckpt_file is None):
         data = ckpt_file.getvalue()
         digest = state.digest(data)
-        uploads = cache_dir() / "uploads"
+        path = None
         try:
-            try:
-                uploads.mkdir(parents=True, exist_ok=True)
-                path = uploads / f"{digest}{Path(ckpt_file.name).suffix.lower()}"
-                if not path.exists():
-                    path.write_bytes(data)
-            except OSError as exc:
-                raise CheckpointError(f"cannot store the upload in {uploads}: {exc.strerror or exc}") from exc
+            # The client's file name picks nothing but the suffix: the server names the file by content.
+            path = store_upload(data, ckpt_file.name, allowed=state.CHECKPOINT_SUFFIXES)
             classes = None
             if classes_file is not None:
                 from backbones.checkpoints import read_class_names
 
-                with tempfile.NamedTemporaryFile(suffix=Path(classes_file.name).suffix) as tmp:
+                suffix = allowed_suffix(classes_file.name, (".txt", ".json"))
+                with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
                     tmp.write(classes_file.getvalue())
                     tmp.flush()
-                    classes = tuple(read_class_names(tmp.name, label=classes_file.name))
-            name = (label or Path(ckpt_file.name).stem).strip()
+                    classes = tuple(read_class_names(tmp.name, label=Path(classes_file.name).name))
+            name = " ".join((label or Path(ckpt_file.name.replace("\\", "/")).stem).split())[:80]
             custom = state.CustomModel(label=name, arch=arch, path=str(path), classes=classes, digest=digest, num_classes=0)
             st.session_state[state.CUSTOM][name] = custom
             try:
@@ -113,15 +109,17 @@ with tab_checkpoint:
             st.session_state["ckpt_loaded_message"] = f"Loaded {loaded.describe()}; it is selected in the sidebar."
             st.rerun()
         except BackboneError as exc:
+            if path is not None and not any(c.path == str(path) for c in state.custom_models().values()):
+                discard_upload(path)  # a refused checkpoint does not stay on the server
             components.show_error(exc)
     if "ckpt_loaded_message" in st.session_state:
-        st.success(st.session_state.pop("ckpt_loaded_message"))
+        st.success(components.md(st.session_state.pop("ckpt_loaded_message")))
     customs = state.custom_models()
     if customs:
         st.markdown("**Loaded this session**")
         for custom in customs.values():
             cols = st.columns([4, 1])
-            cols[0].markdown(f"★ **{custom.label}** — {custom.arch}, {custom.num_classes} classes, `{Path(custom.path).name}`")
+            cols[0].markdown(f"★ **{components.md(custom.label)}** — {custom.arch}, {custom.num_classes} classes")
             if cols[1].button("Remove", key=f"ckpt_remove_{custom.label}"):
                 del st.session_state[state.CUSTOM][custom.label]
                 option = state.CUSTOM_PREFIX + custom.label
@@ -147,14 +145,16 @@ with tab_import:
     if st.button("Import", key="import_go", disabled=weights_file is None):
         from backbones.weights import import_weights
 
-        with tempfile.TemporaryDirectory() as tmpdir:
-            tmp = Path(tmpdir) / weights_file.name
-            tmp.write_bytes(weights_file.getvalue())
-            try:
+        try:
+            # A temporary file whose name the server makes; the upload's own name picks only the suffix.
+            suffix = allowed_suffix(weights_file.name, (".pth", ".pt", ".bin", ".safetensors"))
+            with tempfile.TemporaryDirectory() as tmpdir:
+                tmp = Path(tmpdir) / f"upload{suffix}"
+                tmp.write_bytes(weights_file.getvalue())
                 with st.spinner("Checking and importing…"):
                     dest = import_weights(target, tmp, weights=which)
-            except BackboneError as exc:
-                components.show_error(exc)
-            else:
-                state.catalog_rows.clear()
-                st.success(f"Imported into {dest}")
+        except BackboneError as exc:
+            components.show_error(exc)
+        else:
+            state.catalog_rows.clear()
+            st.success(components.md(f"Imported into {dest}"))

@@ -30,14 +30,14 @@ for option in models:
 if unavailable:
     with st.expander(f"{len(unavailable)} selected backbone(s) have no trained weights here", expanded=not runnable):
         for option, why in unavailable:
-            st.markdown(f"- **{state.display_name(option)}**: {why}")
+            st.markdown(f"- **{components.md(state.display_name(option))}**: {components.md(why)}")
         st.caption("Import a weights file on the Models page, or pick a bundled model (●).")
 if not runnable:
     st.warning("None of the selected backbones can predict offline. Add EfficientNet-Lite0 (bundled) in the sidebar.")
     st.stop()
 
 for name, data, image, info in images:
-    st.subheader(name)
+    st.subheader(components.md(name))
     st.caption(f"{info.format}, {info.width}×{info.height}, mode {info.mode}" + (f", {info.frames} frames (first used)" if info.frames > 1 else ""))
     columns = st.columns(min(len(runnable), 3) + 1)
     with columns[0]:
@@ -59,4 +59,4 @@ for name, data, image, info in images:
             prep = loaded.preprocessing
             with st.expander("What the model saw"):
                 st.image(prep.resized_crop(image), caption=f"{prep.crop_size}px crop (resize {prep.resize_size}, {prep.interpolation})")
-                st.caption(f"mean {prep.mean}, std {prep.std}; weights: {loaded.describe()}")
+                st.caption(components.md(f"mean {prep.mean}, std {prep.std}; weights: {loaded.describe()}"))

@@ -13,7 +13,7 @@ st.caption(
     "CSV with epoch/loss/accuracy columns, or TensorBoard event files. CLI: `python -m backbones logs FILE… --json`."
 )
 
-uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload")
+uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload", max_upload_size=state.LOG_UPLOAD_MB)
 use_seed = st.toggle("Include the seed notes' logs (VGG19, NIN, GoogLeNet, ResNet on the animal dataset)", value=not uploads, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
 if use_seed:
@@ -32,7 +32,7 @@ st.markdown("**Name the runs**")
 named = []
 cols = st.columns(3)
 for i, run in enumerate(runs):
-    name = cols[i % 3].text_input(f"{run.source}", run.name, key=f"train_name_{i}_{run.source}")
+    name = cols[i % 3].text_input(components.md(run.source), run.name, key=f"train_name_{i}")
     try:
         named.append(run.renamed(name) if name != run.name else run)
     except BackboneError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,13 @@ def open_page(at, page: str):
     return at
 
 
+def shown(markdown: str) -> str:
+    """The text a visitor sees for a Markdown body the app escaped (names are rendered literally)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def errors(at) -> list[str]:
-    return [e.value for e in at.error]
+    return [shown(e.value) for e in at.error]
 
 
 def no_exception(at) -> None:

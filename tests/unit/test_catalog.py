@@ -10,13 +10,13 @@ import torch
 from backbones.catalog import (
     CURATED,
     DEFAULT_MODEL,
-    count_architecture,
     counted_figures,
     get_entry,
     list_models,
     timm_published,
 )
 from backbones.errors import UnknownModelError
+from backbones.measure.compute import count_architecture
 from backbones.models import build_architecture, build_empty, count_parameters
 
 ALL = [e.name for e in list_models()]
@@ -62,7 +62,7 @@ def test_rexnet_matches_the_seed_notes_count():
 
 
 def test_counted_figures_are_current():
-    # data/counted.json is generated; regenerate with backbones.catalog.write_counted_figures()
+    # data/counted.json is generated; regenerate with python -m backbones.measure.compute
     figures = counted_figures()
     for name in ("timm:rexnet_100", "efficientnet_lite0", "timm:ghostnet_100"):
         assert figures[name] == count_architecture(name)

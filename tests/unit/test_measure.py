@@ -10,6 +10,7 @@ import json
 import math
 import threading
 import time
+import types
 
 import pytest
 import torch
@@ -326,3 +327,100 @@ def test_cli_unknown_model_exits_2(capsys):
 
     assert main(["bench", "resnet_nonexistent", "--no-store"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_fair_lock_serves_waiters_in_arrival_order():
+    from backbones.measure.common import FairLock
+
+    lock, order = FairLock(), []
+    lock.acquire()
+    lock.acquire()  # re-entrant
+    threads = []
+    for i in range(5):
+        t = threading.Thread(target=lambda i=i: (lock.acquire(), order.append(i), lock.release()))
+        t.start()
+        threads.append(t)
+        while len(lock._queue) < i + 1:  # wait until thread i is queued before starting the next
+            time.sleep(0.001)
+    lock.release()
+    assert order == []  # still held once
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2, 3, 4]
+    assert lock.acquire(blocking=False)
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_sweeps_take_turns_model_by_model(monkeypatch):
+    """Two sessions' sweeps interleave instead of one waiting for the whole other sweep."""
+    import backbones.measure.sweep as sweep
+
+    log = []
+
+    def fake_bench(model, *, should_stop=None, **options):
+        with sweep.MEASUREMENT_LOCK:
+            log.append(model)
+            time.sleep(0.05)
+        raise_if = should_stop and should_stop()
+        assert not raise_if
+        return types.SimpleNamespace(model=model, median_ms=1.0, runs=1)
+
+    monkeypatch.setattr(sweep, "bench_model", fake_bench)
+    monkeypatch.setattr(sweep, "get_entry", lambda name: None, raising=False)
+    import backbones.catalog
+
+    monkeypatch.setattr(backbones.catalog, "get_entry", lambda name: None)
+    a = threading.Thread(target=sweep.bench_models, args=(["a1", "a2", "a3"],))
+    b = threading.Thread(target=sweep.bench_models, args=(["b1", "b2", "b3"],))
+    a.start()
+    time.sleep(0.02)
+    b.start()
+    a.join(10)
+    b.join(10)
+    assert sorted(log) == ["a1", "a2", "a3", "b1", "b2", "b3"]
+    assert log.index("b1") < log.index("a3"), log  # b did not wait for all of a
+
+
+def test_plan_refuses_runs_over_the_caps(monkeypatch):
+    from backbones.errors import BackboneError
+    from backbones.measure.plan import SweepLimits, plan_sweep
+
+    monkeypatch.setattr("backbones.measure.plan.machine_gmacs_per_second", lambda *a: 10.0)  # 10 GMAC/s
+    small = plan_sweep(["resnet18", "mobilenet_v3_large"], batch_size=1, budget_s=2.0)
+    assert small.models == ("resnet18", "mobilenet_v3_large") and 4 < small.total_s < 10
+    with pytest.raises(BackboneError, match="at most 3"):
+        plan_sweep(["resnet18"] * 4, limits=SweepLimits(max_models=3))
+    with pytest.raises(BackboneError, match="batch size 128"):
+        plan_sweep(["resnet18"], batch_size=128)
+    with pytest.raises(BackboneError, match="over this server's limit of 20 s per run"):
+        plan_sweep(["resnet18"] * 8, budget_s=5.0, limits=SweepLimits(max_seconds=20))
+    # ViT-H/14: 167 GMACs per image, 64 images per batch: refused alone on a fast machine, the rest goes on.
+    monkeypatch.setattr("backbones.measure.plan.machine_gmacs_per_second", lambda *a: 1000.0)
+    plan = plan_sweep(["vit_h_14", "resnet18"], batch_size=64, budget_s=1.0, limits=SweepLimits(max_seconds=1e6))
+    assert plan.models == ("resnet18",) and plan.refused[0][0] == "vit_h_14" and "limit per model" in plan.refused[0][1]
+
+
+def test_a_model_over_its_timeout_is_skipped_and_the_sweep_goes_on(monkeypatch):
+    import backbones.measure.sweep as sweep
+    from backbones.errors import CancelledError
+
+    def fake_bench(model, *, should_stop=None, **options):
+        while model == "slow":
+            if should_stop():
+                raise CancelledError("stopped")
+            time.sleep(0.01)
+        return types.SimpleNamespace(model=model, median_ms=1.0, runs=1)
+
+    import backbones.catalog
+
+    monkeypatch.setattr(backbones.catalog, "get_entry", lambda name: None)
+    monkeypatch.setattr(sweep, "bench_model", fake_bench)
+    skipped = []
+    done = sweep.bench_models(["slow", "fast"], model_timeout_s=0.2, on_skip=lambda n, why: skipped.append((n, why)))
+    assert [r.model for r in done] == ["fast"]
+    assert skipped and skipped[0][0] == "slow" and "0.2 s limit" in skipped[0][1]
+    with pytest.raises(CancelledError):  # a user's stop is not a timeout: the sweep ends
+        sweep.bench_models(["slow", "fast"], model_timeout_s=5, should_stop=lambda: True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from backbones.inference.images import load_image
-from backbones.models import load_model
 from backbones.inference.predict import class_probabilities, predict
+from backbones.models import load_model
 
 
 def labels(prediction):

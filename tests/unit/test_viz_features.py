@@ -13,8 +13,8 @@ from torch import nn
 
 from backbones.catalog import get_entry
 from backbones.errors import BackboneError, LayerError
-from backbones.models import LoadedModel
 from backbones.inference.preprocessing import Preprocessing
+from backbones.models import LoadedModel
 from viz.cam import Explanation, Target
 from viz.features import feature_maps, render_feature_grid
 from viz.layers import default_layer, private_view, resolve_layer, spatial_layers

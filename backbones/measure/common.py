@@ -1,0 +1,186 @@
+"""What every measurement shares: the lock, argument checks, the device, and the model and input to run.
+
+Latency, size and compute each take a model in the same forms (an ``nn.Module`` or a
+LoadedModel carrying its own lock) and an input size ``C H W``; these helpers turn
+those arguments into the module to run, a copy of it on the measured device and a
+fixed example input, so the three measurements agree on what they measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from backbones.errors import BackboneError, DeviceError
+
+
+class FairLock:
+    """A re-entrant lock granted in arrival order.
+
+    Several dashboard sessions measure on one machine; with a plain lock whichever thread the OS wakes
+    first wins, so one session's sweep of many models can starve everyone else. Sweeps take this lock per
+    model, and waiting threads get it first come, first served, so sessions take turns model by model.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: collections.deque[object] = collections.deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None and not self._queue:
+                self._owner, self._count = me, 1
+                return True
+            if not blocking:
+                return False
+            ticket = object()
+            self._queue.append(ticket)
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            try:
+                while not (self._owner is None and self._queue[0] is ticket):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                self._owner, self._count = me, 1
+                return True
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a FairLock not held by this thread")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+#: Held for the whole of every measurement of one model (re-entrant; fair across threads).
+MEASUREMENT_LOCK = FairLock()
+
+ProgressFn = Callable[[int, int, str], None]
+StopFn = Callable[[], bool]
+
+
+def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+    """``cpu`` or ``cuda[:N]``; :class:`DeviceError` (one line) when the device is not there."""
+    text = str(device if device is not None else "cpu").strip().lower()
+    try:
+        dev = torch.device(text)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {text!r}; use cpu or cuda") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise DeviceError(f"device {text!r} is not supported for measurements; use cpu or cuda")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+        raise DeviceError(
+            f"cuda requested but no CUDA GPU is available on this machine (torch {torch.__version__}, "
+            f"{build}); use --device cpu"
+        )
+    index = dev.index or 0
+    if index >= torch.cuda.device_count():
+        raise DeviceError(f"{text} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def check_positive(name: str, value, *, allow_none: bool = False) -> None:
+    """:class:`BackboneError` unless ``value`` is an integer >= 1 (or None where that is allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BackboneError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_input_size(input_size) -> tuple[int, int, int]:
+    """``(C, H, W)`` as three positive integers, else :class:`BackboneError`."""
+    try:
+        size = tuple(int(x) for x in input_size)
+    except (TypeError, ValueError) as exc:
+        raise BackboneError(f"input size must be three integers C H W, got {input_size!r}") from exc
+    if len(size) != 3 or min(size) < 1:
+        raise BackboneError(f"input size must be three positive integers C H W, got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def stop_requested(should_stop: StopFn | None) -> bool:
+    return bool(should_stop is not None and should_stop())
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Set ``torch.set_num_threads`` inside the block and restore the previous value afterwards."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def unwrap_model(model) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """The module to run and the lock guarding it (a LoadedModel carries one; CAM hooks use it)."""
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
+        return inner, getattr(model, "lock", None) or contextlib.nullcontext()
+    if not isinstance(model, nn.Module):
+        raise BackboneError(f"cannot measure a {type(model).__name__}: expected a torch module or a loaded model")
+    return model, contextlib.nullcontext()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model without tensors."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """The model on ``device`` in the requested memory format, copied so the caller's model is untouched."""
+    current = model_device(model)
+    if current.type == "meta":
+        raise BackboneError("this model has no real weights (meta device); build it with build_architecture")
+    if current == device and not channels_last:
+        return model
+    clone = copy.deepcopy(model).to(device)
+    return clone.to(memory_format=torch.channels_last) if channels_last else clone
+
+
+def example_input(batch_size: int, input_size, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A ``(batch_size, C, H, W)`` input, the same every time (some ops are data dependent)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, *input_size, generator=gen).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a timer or memory counter sees all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
