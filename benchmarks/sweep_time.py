@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     names = args.models or [e.name for e in list_models(default_only=True)]
     store = None
     if args.db:
-        from backbones.store import ResultsStore
+        from backbones.results.store import ResultsStore
 
         store = ResultsStore(args.db)
     marks = [time.perf_counter()]

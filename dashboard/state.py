@@ -226,17 +226,17 @@ def available_devices() -> list[str]:
 
 
 def results_store():
-    """The results store; a corrupt file is moved aside and rebuilt, with a notice for the user."""
+    """The results store, health-checked: a corrupt file is moved aside and rebuilt, with a notice for the user."""
     import warnings
 
-    from backbones.store import ResultsStore
+    from backbones.results.store import ResultsStore
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        store = ResultsStore()
-        store.count()
-    for w in caught:
-        push_notice(str(w.message))
+    store = ResultsStore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shown as notices instead
+        store.check_health()
+    for message in store.notices:
+        push_notice(message)
     return store
 
 
@@ -304,35 +304,58 @@ def run_benchmarks(options: list[str], *, progress=None, on_skip=None, **setting
 
 @st.cache_data(show_spinner=False, ttl=5)
 def comparison(options: tuple[str, ...], *, device: str, batch_size: int, threads: int | None) -> list[dict]:
-    from backbones.compare import comparison_rows
+    """The Compare table: one read of the store; stored rows it had to skip become a notice."""
+    import warnings
+
+    from backbones.results.comparison import comparison_rows
 
     names = [store_name(o) for o in options]
     labels = {store_name(o): display_name(o) for o in options}
-    rows = comparison_rows(names, store=results_store(), device=device, batch_size=batch_size, threads=threads, display_names=labels)
+    store = results_store()
+    seen = len(store.notices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shown as notices instead
+        rows = comparison_rows(names, store=store, device=device, batch_size=batch_size, threads=threads, display_names=labels)
+    for message in store.notices[seen:]:
+        push_notice(message)
     return [r.to_dict() for r in rows]
 
 
 def import_results(data: bytes) -> int:
+    """Import an uploaded results file; its size is checked before it is written anywhere."""
     import tempfile
 
-    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        n = results_store().import_json(tmp.name)
+    from backbones.results.exchange import check_import_size
+
+    check_import_size(len(data), "results.json")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = Path(tmpdir) / "results.json"  # the name messages show ("results.json: row 17: ...")
+        path.write_bytes(data)
+        n = results_store().import_json(path)
     comparison.clear()
     return n
 
 
-def export_results() -> bytes:
+def export_results():
+    """The export button's data: a callable Streamlit runs only when the button is pressed.
+
+    Deferred so that rendering the page does not read the whole table; it runs outside the
+    page's script, so it touches no session state.
+    """
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmpdir:
-        path = Path(tmpdir) / "results.json"
-        try:
-            results_store().export_json(path)
-        except BackboneError:
-            return b"[]"
-        return path.read_bytes()
+    from backbones.results.store import ResultsStore
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            path = Path(tmpdir) / "results.json"
+            try:
+                ResultsStore().export_json(path)
+            except BackboneError:
+                return b"[]"
+            return path.read_bytes()
+
+    return build
 
 
 # --- explanations (viz) ---------------------------------------------------------------------

@@ -144,8 +144,8 @@ def cmd_import(args) -> int:
 
 def cmd_compare(args) -> int:
     from backbones.catalog import CURATED
-    from backbones.compare import comparison_rows
-    from backbones.store import ResultsStore
+    from backbones.results.comparison import comparison_rows
+    from backbones.results.store import ResultsStore
 
     names = args.models or list(CURATED)
     rows = comparison_rows(

@@ -66,7 +66,7 @@ def _warnings_on_stderr():
 
 def cmd_bench(args) -> int:
     from backbones.measure import bench_models, resolve_device
-    from backbones.store import ResultsStore
+    from backbones.results.store import ResultsStore
 
     resolve_device(args.device)  # before anything slow: no GPU -> exit 2 at once
     if args.runs is not None and args.runs < 1:
@@ -140,7 +140,7 @@ def _summary(row) -> str:
 
 
 def cmd_results(args) -> int:
-    from backbones.store import ResultsStore
+    from backbones.results.store import ResultsStore
 
     with _warnings_on_stderr():
         store = ResultsStore(args.db)

@@ -322,7 +322,7 @@ def save_evaluation(result: EvaluationResult, store=None) -> int:
     show "accuracy on <dataset>", and never the dataset's path on this machine.
     """
     if store is None:
-        from backbones.store import ResultsStore
+        from backbones.results.store import ResultsStore
 
         store = ResultsStore()
     return store.add("evaluation", result.model, result.to_store_payload(), env=None, source="here")

@@ -50,7 +50,7 @@ def collect_env(
     """The environment fingerprint stored with each result: versions, hardware, settings, time."""
     import torchvision
 
-    from backbones.store import machine_label
+    from backbones.results.store import machine_label
 
     dev = torch.device(device)
     try:

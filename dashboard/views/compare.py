@@ -6,8 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backbones.compare import X_AXES, pareto_front
 from backbones.errors import BackboneError, CancelledError
+from backbones.results.comparison import X_AXES
+from backbones.results.pareto import pareto_front
 from dashboard import components, state
 
 st.title("Compare backbones")

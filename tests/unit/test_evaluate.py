@@ -336,7 +336,7 @@ def test_no_matching_class_and_nothing_readable(lite0, tmp_path):
 
 
 def test_save_evaluation_in_the_store(folder_result, tmp_path):
-    store_module = pytest.importorskip("backbones.store")
+    store_module = pytest.importorskip("backbones.results.store")
     store = store_module.ResultsStore(tmp_path / "results.sqlite")
     result, _ = folder_result
     row = save_evaluation(result, store)
@@ -361,7 +361,7 @@ def test_cli_eval_json(photos, tmp_path, monkeypatch, capsys):
     assert out["labels"] == ["daisy", "military_uniform", "palace"]
     assert out["confusion"] == [[3, 0, 0, 0], [0, 1, 0, 2], [1, 0, 3, 0]]
     assert "[11/11]" in captured.err  # progress goes to stderr
-    store_module = pytest.importorskip("backbones.store")
+    store_module = pytest.importorskip("backbones.results.store")
     assert len(store_module.ResultsStore(tmp_path / "cli.sqlite").query(kind="evaluation")) == 1
 
     code = run(parser, ["eval", str(photos), "--limit", "3", "--no-store"])

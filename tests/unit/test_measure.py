@@ -32,7 +32,7 @@ from backbones.measure import (
     serialized_size,
     summarize_times,
 )
-from backbones.store import ResultsStore
+from backbones.results.store import ResultsStore
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 

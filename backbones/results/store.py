@@ -6,7 +6,7 @@ evaluations), with the environment it was measured in and where it comes from
 
     store = ResultsStore()                      # cache_dir()/results.sqlite, or $BACKBONES_RESULTS_DB
     row_id = store.add("latency", "resnet18", result.to_record(), env=result.env)
-    rows = store.query(kind="latency")          # [StoredResult, ...] oldest first
+    rows = store.query(kind="latency", model=["resnet18", "vgg16"])  # [StoredResult, ...] oldest first
     store.export_json("mine.json")              # take it to a colleague ...
     store.import_json("gpu-box.json")           # ... or bring theirs: source = their machine label
 
@@ -15,34 +15,32 @@ killed mid-sweep leaves every earlier row intact. A database file that is not a
 database (or fails SQLite's integrity check) is renamed ``<name>.corrupt-<timestamp>``
 and a new one started, with a :class:`StoreWarning`. A database that cannot be written
 (read-only file or directory) raises :class:`StoreError` on writes; reads still work and
-nothing is lost. This module imports no torch: it is cheap to use anywhere.
+nothing is lost. Every row written fits the schema of :mod:`backbones.results.records`;
+a row that does not (put there by other means) is skipped on reading, with a notice.
+This module imports no torch: it is cheap to use anywhere.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import sqlite3
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Collection
 from pathlib import Path
 
 from backbones.errors import StoreError
 from backbones.jsonsafe import json_safe
 from backbones.paths import cache_dir
+from backbones.results.exchange import check_import_size, export_text, rows_from_json
+from backbones.results.records import HERE, RecordError, StoredResult, check_name, decode_row, now_iso, prepare_row
 
 #: Environment variable naming the database file (the ``--db`` option wins over it).
 DB_ENV = "BACKBONES_RESULTS_DB"
 #: Environment variable naming this machine in exports (default: the host name).
 MACHINE_ENV = "BACKBONES_MACHINE"
-HERE = "here"
-EXPORT_FORMAT = "backbone-lens-results"
-EXPORT_VERSION = 1
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -59,10 +57,13 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_kind_model ON results (kind, model);
 """
 _COLUMNS = ("id", "uid", "kind", "model", "created", "source", "env", "payload")
+_INSERT = "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_NEW = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # rows already there (same uid) are kept
 
 
 class StoreWarning(UserWarning):
-    """Something happened to the database the user should know about (a corrupt file was moved aside)."""
+    """Something happened to the database the user should know about (a corrupt file was moved aside,
+    rows that do not fit the schema were skipped)."""
 
 
 def machine_label() -> str:
@@ -74,39 +75,6 @@ def default_path() -> Path:
     """``$BACKBONES_RESULTS_DB``, else ``cache_dir()/results.sqlite``."""
     explicit = os.environ.get(DB_ENV, "").strip()
     return Path(explicit).expanduser() if explicit else cache_dir() / "results.sqlite"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _dumps(obj) -> str:
-    try:
-        return json.dumps(json_safe(obj), ensure_ascii=False, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"result is not JSON-serializable: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    """One row of the store."""
-
-    id: int
-    kind: str
-    model: str
-    created: str  # ISO 8601, UTC
-    source: str  # "here" or the machine it was measured on
-    env: dict = field(compare=False, hash=False)
-    payload: dict = field(compare=False, hash=False)
-    uid: str = ""
-
-    @property
-    def source_label(self) -> str:
-        """``measured here`` or ``measured on <machine>`` (for legends)."""
-        return "measured here" if self.source == HERE else f"measured on {self.source}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _is_corruption(exc: sqlite3.Error) -> bool:
@@ -128,7 +96,7 @@ class ResultsStore:
 
     ``path`` defaults to :func:`default_path`. Connections are short-lived (one per
     call), so a store can be shared between threads and processes. ``notices`` collects
-    the warnings issued (for a UI to show).
+    the warnings issued (for a UI to show); each is also a :class:`StoreWarning`.
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -147,8 +115,20 @@ class ResultsStore:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # connect() is lazy: fail here
         return conn
 
-    def _healthy(self) -> None:
-        """Once per store: move a corrupt file aside (with a warning) before it is used."""
+    def _notify(self, message: str, *, row: int = 0) -> None:
+        """Keep ``message`` for a UI and issue it as a :class:`StoreWarning`.
+
+        Issued as about the database (``<results store>:<row id>``) rather than a line of
+        code: an uncaught warning is then one line on stderr, whoever called the store.
+        """
+        self.notices.append(message)
+        warnings.warn_explicit(message, StoreWarning, "<results store>", row)
+
+    def check_health(self) -> None:
+        """Check the file once per store: a corrupt one is moved aside (with a notice) before it is used.
+
+        Reads and writes do this themselves; a UI calls it first to show the notice early.
+        """
         if self._checked or not self.path.exists():
             return
         try:
@@ -178,8 +158,7 @@ class ResultsStore:
                 f"results database {self.path} was corrupt ({_why(exc)}); moved it to {target.name} "
                 f"and started a new one" + (f" with the {restored} row(s) that could still be read" if restored else "")
             )
-            self.notices.append(message)
-            warnings.warn(message, StoreWarning, stacklevel=5)
+            self._notify(message)
         self._checked = True
 
     def _salvage(self) -> list[tuple]:
@@ -208,14 +187,7 @@ class ResultsStore:
             return 0
         try:
             with conn:
-                return sum(
-                    conn.execute(
-                        "INSERT OR IGNORE INTO results (uid, kind, model, created, source, env, payload) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        row,
-                    ).rowcount
-                    for row in rows
-                )
+                return sum(conn.execute(_INSERT_NEW, row).rowcount for row in rows)
         except sqlite3.Error:
             return 0
         finally:
@@ -242,7 +214,7 @@ class ResultsStore:
         return target
 
     def _writer(self) -> sqlite3.Connection:
-        self._healthy()
+        self.check_health()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -266,7 +238,7 @@ class ResultsStore:
 
     def _reader(self) -> sqlite3.Connection | None:
         """A connection for reading, or None when there is no database yet (reads never create it)."""
-        self._healthy()
+        self.check_health()
         if not self.path.exists():
             return None
         try:
@@ -300,23 +272,21 @@ class ResultsStore:
         """Store one result (one transaction) and return its row id.
 
         ``env`` defaults to a minimal fingerprint (machine, host, time); measurement code
-        passes the full one (:func:`backbones.measure.collect_env`).
+        passes the full one (:func:`backbones.measure.collect_env`). NaN and infinity are
+        stored as null (strict JSON); a row that does not fit the schema is a :class:`StoreError`.
         """
-        if not isinstance(kind, str) or not kind:
-            raise StoreError("a result needs a kind (e.g. 'latency')")
-        if not isinstance(model, str) or not model:
-            raise StoreError("a result needs a model name")
         if not isinstance(payload, dict):
             raise StoreError(f"a result's payload must be a dict, got {type(payload).__name__}")
-        env = dict(env) if env is not None else {"machine": machine_label(), "hostname": platform.node(), "time": _now()}
-        row = (uuid.uuid4().hex, kind, model, _now(), source or HERE, _dumps(env), _dumps(payload))
+        env = dict(env) if env is not None else {"machine": machine_label(), "hostname": platform.node(), "time": now_iso()}
+        try:
+            row = prepare_row(kind=kind, model=model, created=now_iso(), source=source or HERE,
+                              env=json_safe(env), payload=json_safe(payload), uid=uuid.uuid4().hex)
+        except RecordError as exc:
+            raise StoreError(f"cannot store this result: {exc}") from exc
         conn = self._writer()
         try:
             with conn:
-                cur = conn.execute(
-                    "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
+                cur = conn.execute(_INSERT, row)
             return int(cur.lastrowid)
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
@@ -358,23 +328,28 @@ class ResultsStore:
     # ----------------------------------------------------------------- reading
 
     @staticmethod
-    def _where(**filters) -> tuple[list[str], list]:
+    def _where(**filters: str | Collection[str] | None) -> tuple[list[str], list]:
+        """SQL conditions: a string filter is ``column = ?``, a collection ``column IN (?, ...)``."""
         where, args = [], []
         for column, value in filters.items():
-            if value is not None:
+            if value is None:
+                continue
+            if isinstance(value, str):
                 where.append(f"{column} = ?")
                 args.append(value)
+            else:
+                values = list(value)
+                where.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+                args.extend(values)
         return where, args
 
-    def query(self, kind: str | None = None, model: str | None = None, source: str | None = None) -> list[StoredResult]:
-        """Rows matching every given filter, oldest first."""
+    def _select(self, sql: str, args: list) -> list[tuple]:
+        """Rows of one read-only statement; none when there is no database or table yet."""
         conn = self._reader()
         if conn is None:
             return []
-        where, args = self._where(kind=kind, model=model, source=source)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM results" + (" WHERE " + " AND ".join(where) if where else "")
         try:
-            rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+            return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
@@ -383,45 +358,61 @@ class ResultsStore:
             raise StoreError(f"cannot read results database {self.path}: {_why(exc)}") from exc
         finally:
             conn.close()
-        return [self._row(r) for r in rows]
 
-    @staticmethod
-    def _row(r) -> StoredResult:
-        id_, uid, kind, model, created, source, env, payload = r
-        try:
-            env_obj, payload_obj = json.loads(env), json.loads(payload)
-        except ValueError:  # a row written by something else: show it rather than fail everything
-            env_obj, payload_obj = {}, {"unreadable": payload}
-        return StoredResult(
-            id=id_, kind=kind, model=model, created=created, source=source, env=env_obj, payload=payload_obj, uid=uid
-        )
+    def query(
+        self,
+        kind: str | Collection[str] | None = None,
+        model: str | Collection[str] | None = None,
+        source: str | Collection[str] | None = None,
+    ) -> list[StoredResult]:
+        """Rows matching every given filter (one value, or any of several), oldest first.
+
+        The filters run in SQL. A row that does not fit the schema is skipped, with one
+        notice per call naming how many and the first (see :attr:`notices`).
+        """
+        where, args = self._where(kind=kind, model=model, source=source)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM results" + (" WHERE " + " AND ".join(where) if where else "")
+        results, skipped = [], []
+        for row in self._select(sql + " ORDER BY id", args):
+            try:
+                results.append(decode_row(row))
+            except RecordError as exc:
+                skipped.append((row[0], exc))
+        if skipped:
+            first_id, why = skipped[0]
+            self._notify(
+                f"skipped {len(skipped)} stored result(s) in {self.path} that do not fit the results schema "
+                f"(first: id {first_id}: {why})",
+                row=first_id,
+            )
+        return results
 
     def sources(self) -> list[str]:
-        """Distinct sources, ``"here"`` first."""
-        seen = {r.source for r in self.query()}
+        """Distinct sources, ``"here"`` first (names that are not plain text are left out)."""
+        seen = set()
+        for (source,) in self._select("SELECT DISTINCT source FROM results", []):
+            try:
+                check_name(source, "source")
+            except RecordError:
+                continue
+            seen.add(source)
         return sorted(seen, key=lambda s: (s != HERE, s))
 
     def count(self) -> int:
-        return len(self.query())
+        """How many rows the database holds (counted by SQLite; rows are not read)."""
+        rows = self._select("SELECT count(*) FROM results", [])
+        return rows[0][0] if rows else 0
 
     # ----------------------------------------------------------------- JSON exchange
 
     def export_json(self, path: str | os.PathLike, *, kind: str | None = None) -> int:
         """Write every row (or one kind) to a JSON file, atomically; returns the row count."""
         rows = self.query(kind=kind)
-        document = {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "exported": _now(),
-            "machine": machine_label(),
-            "results": [
-                {k: v for k, v in r.to_dict().items() if k != "id"} for r in rows
-            ],
-        }
+        text = export_text(rows, machine=machine_label(), exported=now_iso())
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(json_safe(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -435,96 +426,24 @@ class ResultsStore:
         ``source`` if given, else the machine they were measured on (the row's own source
         when it is not "here", else its env's ``machine``/``hostname``, else the export's
         machine). Rows already present (same ``uid``) are skipped, so importing twice adds
-        nothing. The file is validated first; nothing is added unless every row is valid.
+        nothing. The file's size is checked before it is read, then every row against the
+        schema (:mod:`backbones.results.exchange`); nothing is added unless every row is valid.
         """
         path = Path(path)
         try:
+            check_import_size(path.stat().st_size, path.name)
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise StoreError(f"cannot read {path}: {_why(exc)}") from exc
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise StoreError(f"{path.name} is not valid JSON: {_why(exc)}") from exc
-        rows = _validated_rows(document, path.name, source)
+        rows = rows_from_json(text, path.name, source=source, now=now_iso())
         conn = self._writer()
         added = 0
         try:
             with conn:  # one transaction: all rows or none
                 for row in rows:
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO results (uid, kind, model, created, source, env, payload) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    added += cur.rowcount
+                    added += conn.execute(_INSERT_NEW, row).rowcount
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         finally:
             conn.close()
         return added
-
-
-def _validated_rows(document, name: str, source: str | None) -> list[tuple]:
-    """Rows ready to insert from an export document or a ``bench --json`` list."""
-    if isinstance(document, dict):
-        if document.get("format") != EXPORT_FORMAT:
-            raise StoreError(f"{name} is not a Backbone Lens results export (no \"format\": \"{EXPORT_FORMAT}\")")
-        version = document.get("version")
-        if not isinstance(version, int) or version > EXPORT_VERSION:
-            raise StoreError(f"{name}: unsupported export version {version!r} (this version reads {EXPORT_VERSION})")
-        items = document.get("results")
-        file_machine = document.get("machine") if isinstance(document.get("machine"), str) else None
-        if not isinstance(items, list):
-            raise StoreError(f"{name}: \"results\" must be a list")
-    elif isinstance(document, list):  # the output of `bench --json`
-        items, file_machine = [], None
-        for i, item in enumerate(document):
-            if not isinstance(item, dict) or "model" not in item or "median_ms" not in item:
-                raise StoreError(f"{name}: item {i} is not a benchmark result (needs \"model\" and \"median_ms\")")
-            env = item.get("env") if isinstance(item.get("env"), dict) else {}
-            items.append({"kind": "latency", "model": item["model"], "env": env, "payload": item,
-                          "created": env.get("time")})
-    else:
-        raise StoreError(f"{name} is not a Backbone Lens results export (expected an object or a list)")
-
-    rows = []
-    for i, item in enumerate(items):
-        where = f"{name}: result {i}"
-        if not isinstance(item, dict):
-            raise StoreError(f"{where} is not an object")
-        kind, model, payload = item.get("kind"), item.get("model"), item.get("payload")
-        env = item.get("env", {})
-        if not isinstance(kind, str) or not kind:
-            raise StoreError(f"{where}: \"kind\" must be a non-empty string")
-        if not isinstance(model, str) or not model:
-            raise StoreError(f"{where}: \"model\" must be a non-empty string")
-        if not isinstance(payload, dict):
-            raise StoreError(f"{where}: \"payload\" must be an object")
-        if env is None:
-            env = {}
-        if not isinstance(env, dict):
-            raise StoreError(f"{where}: \"env\" must be an object")
-        created = item.get("created") or env.get("time") or _now()
-        if not isinstance(created, str):
-            raise StoreError(f"{where}: \"created\" must be a string")
-        own = item.get("source")
-        if own is not None and not isinstance(own, str):
-            raise StoreError(f"{where}: \"source\" must be a string")
-        row_source = source or (own if own and own != HERE else None) or _env_machine(env) or file_machine or "imported"
-        uid = item.get("uid")
-        if uid is not None and not isinstance(uid, str):
-            raise StoreError(f"{where}: \"uid\" must be a string")
-        env_text, payload_text = _dumps(env), _dumps(payload)
-        if not uid:  # stable across imports of the same file, so a second import adds nothing
-            uid = hashlib.sha256("\0".join((kind, model, created, env_text, payload_text)).encode()).hexdigest()[:32]
-        rows.append((uid, kind, model, created, row_source, env_text, payload_text))
-    return rows
-
-
-def _env_machine(env: dict) -> str | None:
-    for key in ("machine", "hostname"):
-        value = env.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None

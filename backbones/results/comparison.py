@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 from backbones.catalog import get_entry
 from backbones.errors import BackboneError
-
-HERE = "here"
+from backbones.results.records import HERE
+from backbones.results.store import ResultsStore
 
 #: Axes a scatter can put on x: (row attribute, label with honest units).
 X_AXES = {
@@ -92,22 +92,23 @@ def comparison_rows(
 
     For each model: one row per series with a matching measurement (the latest),
     or one "published only" row when nothing was measured yet.
-    ``store`` is a :class:`~backbones.store.ResultsStore` (None: the default store).
+    ``store`` is a :class:`~backbones.results.store.ResultsStore` (None: the default store);
+    it is read once, for these models only. Stored rows that do not fit the schema are
+    skipped with a notice in ``store.notices``.
     """
-    if store is None:
-        from backbones.store import ResultsStore
-
-        store = ResultsStore()
-    latency = store.query(kind="latency")
-    evaluations = store.query(kind="evaluation")
+    store = ResultsStore() if store is None else store
+    by_model: dict[str, list] = {}
+    for r in sorted(store.query(kind=("latency", "evaluation"), model=set(names)), key=lambda r: r.created):
+        by_model.setdefault(r.model, []).append(r)
     rows: list[ComparisonRow] = []
     for name in names:
+        stored = by_model.get(name, [])
         try:
             entry = get_entry(name)
         except BackboneError:
             entry = None
         accuracy = {}
-        for ev in sorted((e for e in evaluations if e.model == name), key=lambda e: e.created):
+        for ev in (r for r in stored if r.kind == "evaluation"):
             dataset = ev.payload.get("dataset") or "dataset"
             if ev.payload.get("top1") is not None:
                 accuracy[str(dataset)] = float(ev.payload["top1"])
@@ -127,8 +128,8 @@ def comparison_rows(
             accuracy_on=accuracy,
         )
         latest: dict[str, object] = {}
-        for r in sorted((r for r in latency if r.model == name), key=lambda r: r.created):
-            if _matches(r.payload, device, batch_size, threads):
+        for r in stored:
+            if r.kind == "latency" and _matches(r.payload, device, batch_size, threads):
                 latest[r.source] = r
         if not latest:
             rows.append(ComparisonRow(series="published only", **base))
@@ -161,18 +162,3 @@ def comparison_rows(
             )
     return rows
 
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: lower x and higher y are better.
-
-    A point is on the front when no other point has x <= its x and y >= its y
-    with at least one strict. Returned in increasing x.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_y = [], float("-inf")
-    for i in order:
-        x, y = points[i]
-        if y > best_y:
-            front.append(i)
-            best_y = y
-    return front

@@ -1,4 +1,4 @@
-"""The SQLite results store: durability, corruption recovery, read-only files, JSON exchange."""
+"""The SQLite results store: durability, corruption recovery, read-only files, JSON exchange, SQL filters."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backbones.errors import StoreError
-from backbones.store import DB_ENV, HERE, ResultsStore, StoredResult, StoreWarning
+from backbones.results.store import DB_ENV, HERE, ResultsStore, StoredResult, StoreWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,7 +222,7 @@ def test_killed_sweep_keeps_earlier_rows(tmp_path):
 
 WRITER = """
 import sys
-from backbones.store import ResultsStore
+from backbones.results.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 i = 0
 while True:
@@ -314,7 +314,7 @@ def test_import_bench_json_list(tmp_path):
         ('{"format": "backbone-lens-results", "version": 99, "results": []}', "unsupported export version"),
         ('{"format": "backbone-lens-results", "version": 1, "results": {}}', "must be a list"),
         ('{"format": "backbone-lens-results", "version": 1, "results": [{"kind": "latency", "model": "m", "payload": {}},'
-         ' {"kind": "latency", "model": "m"}]}', "result 1: \"payload\" must be an object"),
+         ' {"kind": "latency", "model": "m"}]}', "bad.json: row 2: payload must be an object, got null"),
         ('[{"model": "m"}]', "not a benchmark result"),
     ],
 )
