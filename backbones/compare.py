@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from backbones.catalog import get_entry
 from backbones.errors import BackboneError
+from backbones.zoo.catalog import get_entry
 
 HERE = "here"
 

@@ -557,7 +557,7 @@ def measure_size(
     estimated from module outputs on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
     ``input_size=None`` skips it.
     """
-    from backbones.models import count_parameters
+    from backbones.zoo.models import count_parameters
 
     module, model_lock = _unwrap(model)
     with model_lock:
@@ -613,8 +613,8 @@ def count_macs(model, *, input_size: Sequence[int] | None = None) -> ComputeRepo
     its device, or a meta pass if its parameters are meta tensors). ``input_size`` defaults to
     the catalog entry's. ``macs`` is ``None`` when the model cannot be counted.
     """
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture, build_empty
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture, build_empty
 
     if isinstance(model, str):
         entry = get_entry(model)
@@ -736,8 +736,8 @@ def bench_model(
     them) or a LoadedModel (e.g. a user's checkpoint). ``input_size`` defaults to the
     model's own. See :func:`measure_latency` for the timing options.
     """
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture
 
     dev = resolve_device(device)
     _check_positive("threads", threads, allow_none=True)
@@ -823,7 +823,7 @@ def bench_models(
     ``"latency"``) and ``on_result`` as soon as it is measured, so a sweep that is
     cancelled or killed keeps what it finished.
     """
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     # Unknown names fail before anything is measured, not twenty minutes in.
     for m in models:

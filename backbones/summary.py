@@ -61,7 +61,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from backbones.errors import BackboneError, CancelledError, LayerError
 
 if TYPE_CHECKING:
-    from backbones.models import LoadedModel
+    from backbones.zoo.models import LoadedModel
 
 Progress = Callable[[int, int, str], None]
 ShouldStop = Callable[[], bool]
@@ -1055,8 +1055,8 @@ def _input_error(name: str, size, exc: BaseException) -> BackboneError:
 
 
 def _summarize_catalog(name: str, input_size, progress, should_stop) -> ModelSummary:
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture, build_empty
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture, build_empty
 
     entry = get_entry(name)
     size = normalize_input_size(input_size, entry.input_size)
@@ -1112,7 +1112,7 @@ def summarize_model(
     for an input the model cannot take, :class:`CancelledError` when
     ``should_stop()`` turns true.
     """
-    from backbones.models import LoadedModel
+    from backbones.zoo.models import LoadedModel
 
     if isinstance(model, str):
         return _summarize_catalog(model, input_size, progress, should_stop)

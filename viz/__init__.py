@@ -5,7 +5,7 @@ Pure library (no Streamlit), built on captum. Every function takes a
 ``.grad``, mode or ``inplace`` change), so cached models can be shared across
 sessions and threads::
 
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
     from viz import explain, render_grid, to_png_bytes
 
     loaded = load_model("efficientnet_lite0")

@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from backbones.errors import BackboneError, CancelledError
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 from viz.layers import private_view, resolve_layer
 
 # captum warns on every Guided Backprop call that it sets (and removes) ReLU hooks:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from backbones.errors import BackboneError
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 from viz.layers import resolve_layer
 from viz.overlay import _font, _font_size, colorize, normalize_heatmap
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from backbones.catalog import list_models
 from backbones.errors import BackboneError, CheckpointError
 from backbones.paths import cache_dir
+from backbones.zoo.catalog import list_models
 from dashboard import components, state
 
 st.title("Models")
@@ -89,7 +89,7 @@ with tab_checkpoint:
                 raise CheckpointError(f"cannot store the upload in {uploads}: {exc.strerror or exc}") from exc
             classes = None
             if classes_file is not None:
-                from backbones.checkpoints import read_class_names
+                from backbones.zoo.checkpoints import read_class_names
 
                 with tempfile.NamedTemporaryFile(suffix=Path(classes_file.name).suffix) as tmp:
                     tmp.write(classes_file.getvalue())
@@ -137,7 +137,7 @@ with tab_import:
     importable = [e.name for e in list_models() if e.source != "bundled"]
     c1, c2 = st.columns(2)
     target = c1.selectbox("Model", importable, key="import_model", format_func=state.display_name)
-    from backbones.weights import weights_status
+    from backbones.zoo.weights import weights_status
 
     statuses = weights_status(target)
     which = c2.selectbox("Weights", [s.name for s in statuses], key="import_weights_name")
@@ -145,7 +145,7 @@ with tab_import:
     st.markdown(f"Status: **{chosen.status}** · expected file: `{chosen.path}` · from: {chosen.url}")
     weights_file = st.file_uploader("Weights file", type=["pth", "pt", "bin", "safetensors"], key="import_file")
     if st.button("Import", key="import_go", disabled=weights_file is None):
-        from backbones.weights import import_weights
+        from backbones.zoo.importing import import_weights
 
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir) / weights_file.name

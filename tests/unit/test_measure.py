@@ -225,7 +225,7 @@ def test_macs_by_hand():
 
 @pytest.mark.parametrize("name", ["resnet18", "squeezenet1_1"])
 def test_macs_match_torchvision_meta(name):
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     entry = get_entry(name)
     report = count_macs(name)  # meta device: nothing allocated
@@ -234,7 +234,7 @@ def test_macs_match_torchvision_meta(name):
 
 
 def test_bench_model_real_architecture():
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     r = bench_model("squeezenet1_1", threads=1, runs=2, budget_s=0.0, warmup=1)
     entry = get_entry("squeezenet1_1")

@@ -46,7 +46,7 @@ def check_consistent(s: ModelSummary) -> None:
 def test_alexnet_totals_equal_the_seed_notes_and_torchinfo_on_the_real_model():
     import torchinfo
 
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     s = summarize_model("alexnet")
     assert s.total_params == s.trainable_params == 61_100_840  # seed notes' torchinfo printout
@@ -79,7 +79,7 @@ def test_vgg19_and_resnet152_totals_equal_the_seed_notes_and_torchinfo():
 def test_meta_device_summary_equals_torchinfo_on_real_weights_row_by_row():
     import torchinfo
 
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     s = summarize_model("resnet18")
     real = torchinfo.summary(build_architecture("resnet18"), input_size=(1, 3, 224, 224), verbose=0, depth=99)
@@ -392,7 +392,7 @@ def test_bad_inputs_are_user_errors():
 
 
 def test_checkpoint_with_102_classes_summarises_with_its_own_head(tmp_path, capsys):
-    from backbones.models import build_architecture, load_checkpoint
+    from backbones.zoo.models import build_architecture, load_checkpoint
 
     model = build_architecture("resnet18")
     model.fc = nn.Linear(512, 102)

@@ -10,10 +10,10 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from backbones.catalog import get_entry
 from backbones.errors import BackboneError, CancelledError, LayerError
-from backbones.models import LoadedModel, load_model
 from backbones.inference.preprocessing import Preprocessing
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.models import LoadedModel, load_model
 from viz.cam import (
     METHODS,
     TargetError,

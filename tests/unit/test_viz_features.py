@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from backbones.catalog import get_entry
 from backbones.errors import BackboneError, LayerError
-from backbones.models import LoadedModel
 from backbones.inference.preprocessing import Preprocessing
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.models import LoadedModel
 from viz.cam import Explanation, Target
 from viz.features import feature_maps, render_feature_grid
 from viz.layers import default_layer, private_view, resolve_layer, spatial_layers
@@ -104,7 +104,7 @@ def test_feature_grid_renders_one_tile_per_channel(lite0, grace_hopper):
 
 
 def test_layer_defaults_and_candidates():
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     class Holder:  # what default_layer reads from a LoadedModel
         def __init__(self, name):

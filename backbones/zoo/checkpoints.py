@@ -38,7 +38,8 @@ def _is_state_dict(obj) -> bool:
     )
 
 
-def _unwrap(obj, label: str) -> dict[str, torch.Tensor]:
+def _find_state_dict(obj, label: str) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` table inside what a training script saved (under ``WRAPPER_KEYS``)."""
     for _ in range(3):  # {"model": {"state_dict": {...}}} happens
         if _is_state_dict(obj) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
@@ -123,7 +124,7 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
         # fail inside it with these (found by fuzzing). Still a bad file, not a crash.
         detail = (str(exc).splitlines() or [""])[0][:120]
         raise CheckpointError(f"{label}: corrupt PyTorch checkpoint ({type(exc).__name__}: {detail})") from exc
-    return strip_prefixes(_unwrap(obj, label))
+    return strip_prefixes(_find_state_dict(obj, label))
 
 
 def _has_zip_directory(path: Path, size: int) -> bool:
