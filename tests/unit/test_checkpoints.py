@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from torch import nn
 
 from backbones.errors import CheckpointError
 from backbones.inference.predict import predict
+from backbones.zoo import checkpoints
 from backbones.zoo.checkpoints import read_class_names, read_state_dict
 from backbones.zoo.models import load_checkpoint, load_model
 from tests import corpus
@@ -313,6 +316,69 @@ def test_safetensors_truncated_body(tmp_path, squeeze5):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError, match="lies about tensor"):
+        read_state_dict(path)
+
+
+def _tiny_tensors(count: int) -> bytes:
+    """The JSON entries of ``count`` empty tensors, built as bytes (json.dumps would take seconds)."""
+    return b",".join(b'"t%d":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}' % i for i in range(count))
+
+
+def _safetensors(path: Path, header: bytes, *, length: int | None = None, body: bytes = b"") -> Path:
+    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header + body)
+    return path
+
+
+HOSTILE_SAFETENSORS = {
+    # name: (header, length prefix or None for the true one, what the one-line refusal says)
+    "length past the end": (b'{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}', 4096, "header claims 4096 bytes"),
+    "length 2**63": (b"{}", 2**63, f"header claims {2**63} bytes"),
+    "200k tiny tensors": (b"{" + _tiny_tensors(200_000) + b"}", None, "more than 100,000 tensors"),
+    "2M-long shape": (b'{"a":{"dtype":"U8","shape":[' + b"0," * 2_000_000 + b'0],"data_offsets":[0,0]}}', None, "JSON values"),
+    "not JSON": (b"{" + b"\xff" * 64, None, "not valid JSON"),
+    "nested objects": (b'{"a":' * 50_000 + b"{}" + b"}" * 50_000, None, "nested too deeply"),
+    "nested lists": (b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}", None, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_SAFETENSORS))
+def test_hostile_safetensors_header_is_refused_before_any_tensor_is_built(tmp_path, monkeypatch, case):
+    import safetensors.torch
+
+    header, length, says = HOSTILE_SAFETENSORS[case]
+    path = _safetensors(tmp_path / "hostile.safetensors", header, length=length)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the safetensors library was asked to read a refused file")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", never)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=re.escape(says)) as caught:
+            read_state_dict(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+    # The headers are up to 12 MB; parsing the 200k-tensor one alone takes hundreds of MB.
+    assert peak < 2 * len(header) + 4 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_tensor_count_is_checked_exactly_after_parsing(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "MAX_SAFETENSORS_TENSORS", 3)
+    # Four tensors and no __metadata__: the cheap count (objects <= limit + 2) lets it through.
+    path = _safetensors(tmp_path / "four.safetensors", b"{" + _tiny_tensors(4) + b"}")
+    with pytest.raises(CheckpointError, match="more than 3 tensors"):
+        read_state_dict(path)
+    three = _safetensors(tmp_path / "three.safetensors", b"{" + _tiny_tensors(3) + b"}")
+    assert set(read_state_dict(three)) == {"t0", "t1", "t2"}
+
+
+def test_header_over_the_size_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "MAX_SAFETENSORS_HEADER_BYTES", 1024)
+    header = b'{"__metadata__":{"note":"' + b"x" * 2000 + b'"}}'
+    path = _safetensors(tmp_path / "big.safetensors", header)
+    with pytest.raises(CheckpointError, match=f"header of {len(header):,} bytes is over the 1,024-byte limit"):
         read_state_dict(path)
 
 
