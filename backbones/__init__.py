@@ -3,7 +3,6 @@
 No streamlit here: the dashboard and the command line are both thin layers over this package.
 """
 
-from backbones.catalog import DEFAULT_MODEL, ModelEntry, get_entry, imagenet_categories, list_models
 from backbones.errors import (
     BackboneError,
     CheckpointError,
@@ -15,7 +14,8 @@ from backbones.errors import (
 )
 from backbones.inference.images import load_image
 from backbones.inference.predict import Prediction, predict
-from backbones.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
+from backbones.zoo.catalog import DEFAULT_MODEL, ModelEntry, get_entry, imagenet_categories, list_models
+from backbones.zoo.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
 
 __all__ = [
     "DEFAULT_MODEL",

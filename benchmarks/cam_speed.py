@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.inference.images import load_image  # noqa: E402
-from backbones.models import load_model  # noqa: E402
+from backbones.zoo.models import load_model  # noqa: E402
 from viz.cam import explain, explain_tensor  # noqa: E402
 from viz.layers import default_layer  # noqa: E402
 

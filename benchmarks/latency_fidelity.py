@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
 
-from backbones.catalog import get_entry  # noqa: E402
 from backbones.measure import cpu_model, measure_latency, resolve_device  # noqa: E402
-from backbones.models import build_architecture  # noqa: E402
+from backbones.zoo.catalog import get_entry  # noqa: E402
+from backbones.zoo.models import build_architecture  # noqa: E402
 
 MODELS = ("resnet18", "mobilenet_v3_large", "efficientnet_lite0")
 

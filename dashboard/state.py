@@ -2,7 +2,7 @@
 
 Views call these helpers and render what they return; the heavy lifting is in
 ``backbones`` and ``viz``. Models are shared across sessions through one bounded,
-thread-safe LRU cache (``backbones.cache.ModelCache``); pure results (summaries,
+thread-safe LRU cache (``backbones.zoo.cache.ModelCache``); pure results (summaries,
 predictions, CAMs) are memoised with ``st.cache_data`` keyed by content digests,
 so moving a slider re-renders without recomputing the model.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from backbones.catalog import CURATED, DEFAULT_MODEL, get_entry, list_models
 from backbones.errors import BackboneError
-from backbones.models import LoadedModel, load_model
+from backbones.zoo.catalog import CURATED, DEFAULT_MODEL, get_entry, list_models
+from backbones.zoo.models import LoadedModel, load_model
 
 # --- session_state keys -------------------------------------------------------------------
 SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" entries
@@ -112,7 +112,7 @@ def catalog_rows(names: tuple[str, ...] | None = None) -> list[dict]:
 @st.cache_resource(show_spinner=False)
 def model_cache():
     """One LRU cache of loaded models for the whole server, bounded by count and bytes."""
-    from backbones.cache import ModelCache
+    from backbones.zoo.cache import ModelCache
 
     return ModelCache()
 
@@ -150,7 +150,7 @@ def trained_weights_available(option: str) -> tuple[bool, str]:
     """Whether predictions/CAMs can run for ``option`` offline, and why not."""
     if option.startswith(CUSTOM_PREFIX):
         return True, ""
-    from backbones.weights import require_weights_file, resolve_weights
+    from backbones.zoo.weights import require_weights_file, resolve_weights
 
     entry = get_entry(option)
     try:

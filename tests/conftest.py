@@ -46,6 +46,6 @@ def flower_photo() -> Path:
 @pytest.fixture(scope="session")
 def lite0():
     """The bundled EfficientNet-Lite0 with its real ImageNet weights (loaded once per session)."""
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
 
     return load_model("efficientnet_lite0")

@@ -1,11 +1,11 @@
 """Backbone Lens explanations: where CNN backbones look, and what their layers respond to.
 
 Pure library (no Streamlit), built on captum. Every function takes a
-:class:`backbones.models.LoadedModel` and leaves it exactly as it was (no hook,
+:class:`backbones.zoo.models.LoadedModel` and leaves it exactly as it was (no hook,
 ``.grad``, mode or ``inplace`` change), so cached models can be shared across
 sessions and threads::
 
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
     from viz import explain, render_grid, to_png_bytes
 
     loaded = load_model("efficientnet_lite0")

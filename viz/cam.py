@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from backbones.errors import BackboneError
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 from viz.geometry import Box, map_to_image, whole_input_box
 from viz.inputs import ensure_rgb, make_private_view
 from viz.layers import resolve_layer

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from backbones.errors import BackboneError
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.layers import resolve_layer
 from viz.overlay import colorize, font_height, load_font, normalize_heatmap

@@ -1,7 +1,7 @@
 """What every entry point does to its arguments before a method runs.
 
 An image argument becomes an RGB PIL image (:func:`ensure_rgb`), a
-:class:`~backbones.models.LoadedModel` becomes a private view that no other
+:class:`~backbones.zoo.models.LoadedModel` becomes a private view that no other
 session sees (:func:`make_private_view`), and tensors are moved to the device and
 floating-point dtype that view computes in (:func:`get_device_dtype`).
 """
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 from viz.layers import private_view
 
 

@@ -163,7 +163,7 @@ def _first_tensor(out):
 def describe_layers(target, *, input_size: Sequence[int] | None = None) -> tuple[LayerInfo, ...]:
     """Every named module of a model with its output shape, in forward order.
 
-    ``target`` is a :class:`~backbones.models.LoadedModel` or an ``nn.Module``;
+    ``target`` is a :class:`~backbones.zoo.models.LoadedModel` or an ``nn.Module``;
     ``input_size`` is ``(3, H, W)`` (default: the model's preprocessing).
     Costs one forward pass of a zero image the first time, then is cached.
     """

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from backbones.errors import BackboneError
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 
 #: Ranks beyond this are not reported (``Target.rank`` is ``None``).
 RANKED = 5

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from backbones.catalog import DEFAULT_MODEL
 from backbones.jsonsafe import json_safe
+from backbones.zoo.catalog import DEFAULT_MODEL
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -23,7 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = Fal
 
 def load_from_args(args: argparse.Namespace):
     from backbones.errors import BackboneError
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
 
     if args.classes and not args.checkpoint:
         raise BackboneError("--classes goes with --checkpoint")

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def catalog_rows(entries) -> list[dict]:
     """The ``list --json`` objects (also the Models page's table)."""
-    from backbones.weights import weights_status
+    from backbones.zoo.weights import weights_status
 
     rows = []
     for e in entries:
@@ -79,7 +79,7 @@ def catalog_rows(entries) -> list[dict]:
 
 
 def cmd_list(args) -> int:
-    from backbones.catalog import list_models
+    from backbones.zoo.catalog import list_models
 
     entries = list_models(include=args.include, default_only=not (args.all or args.include))
     rows = catalog_rows(entries)
@@ -124,7 +124,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from backbones.weights import weights_status
+    from backbones.zoo.weights import weights_status
 
     statuses = weights_status(args.model)
     if args.json:
@@ -135,7 +135,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from backbones.weights import import_weights
+    from backbones.zoo.weights import import_weights
 
     dest = import_weights(args.model, Path(args.file), weights=args.weights)
     print(f"imported {args.file} -> {dest}")
@@ -143,9 +143,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from backbones.catalog import CURATED
     from backbones.results.comparison import comparison_rows
     from backbones.results.store import ResultsStore
+    from backbones.zoo.catalog import CURATED
 
     names = args.models or list(CURATED)
     rows = comparison_rows(

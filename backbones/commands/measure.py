@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
         raise BackboneError(f"--budget must be >= 0 seconds, got {args.budget}")
     targets: list = list(args.models)
     if args.checkpoint:
-        from backbones.models import load_checkpoint
+        from backbones.zoo.models import load_checkpoint
 
         if len(args.models) != 1:
             raise BackboneError("--checkpoint goes with exactly one model (its architecture)")

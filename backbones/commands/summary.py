@@ -36,7 +36,7 @@ def cmd_summary(args) -> int:
         raise BackboneError(f"--depth must be 0 or more, got {args.depth}")
     target = args.model
     if args.checkpoint:
-        from backbones.models import load_checkpoint
+        from backbones.zoo.models import load_checkpoint
 
         target = load_checkpoint(args.model, args.checkpoint)
     summary = summarize_model(target, input_size=args.input_size)

@@ -82,7 +82,7 @@ def _imagenet_synonyms() -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
 
 
 def is_imagenet(categories: Sequence[str]) -> bool:
-    from backbones.catalog import imagenet_categories
+    from backbones.zoo.catalog import imagenet_categories
 
     return tuple(categories) == imagenet_categories()
 

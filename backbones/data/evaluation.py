@@ -181,7 +181,7 @@ def evaluate_dataset(
 ) -> EvaluationResult:
     """Top-1/top-5 accuracy, per-class accuracy and confusion of ``loaded`` on ``dataset``.
 
-    ``loaded`` is a :class:`backbones.models.LoadedModel`; ``dataset`` a
+    ``loaded`` is a :class:`backbones.zoo.models.LoadedModel`; ``dataset`` a
     :class:`Dataset` or a path for :func:`read_dataset`. Images are decoded,
     preprocessed to ``(B, 3, H, W)`` and run ``batch_size`` at a time under the
     model's lock. ``limit`` evaluates at most that many images, spread over the

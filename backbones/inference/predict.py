@@ -10,7 +10,7 @@ from PIL import Image
 
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
-from backbones.models import LoadedModel
+from backbones.zoo.models import LoadedModel
 
 #: Images per forward pass: bounds activation memory for large uploads.
 MAX_BATCH = 16

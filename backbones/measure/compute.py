@@ -57,8 +57,8 @@ def count_macs(model, *, input_size: Sequence[int] | None = None) -> ComputeRepo
     its device, or a meta pass if its parameters are meta tensors). ``input_size`` defaults to
     the catalog entry's. ``macs`` is ``None`` when the model cannot be counted.
     """
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture, build_empty
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture, build_empty
 
     if isinstance(model, str):
         entry = get_entry(model)
@@ -94,8 +94,8 @@ def count_architecture(name: str) -> dict[str, int]:
 
     Both are counted without real weights: parameters on the meta device, MACs by :func:`count_macs`.
     """
-    from backbones.catalog import get_entry
-    from backbones.models import build_empty, count_parameters
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_empty, count_parameters
 
     entry = get_entry(name)
     params, _ = count_parameters(build_empty(entry))
@@ -104,7 +104,7 @@ def count_architecture(name: str) -> dict[str, int]:
 
 def write_counted_figures(path: str | Path | None = None) -> dict:
     """Regenerate ``data/counted.json`` (or ``path``) for the timm and bundled entries; returns the figures."""
-    from backbones.catalog import DATA_DIR, list_models
+    from backbones.zoo.catalog import DATA_DIR, list_models
 
     figures = {e.name: count_architecture(e.name) for e in list_models() if e.source != "torchvision"}
     target = Path(path) if path is not None else DATA_DIR / "counted.json"

@@ -117,7 +117,7 @@ def measure_latency(
 ) -> LatencyStats:
     """Time forward passes of ``model`` on a ``(batch_size, *input_size)`` input.
 
-    ``model`` is an ``nn.Module`` or a :class:`~backbones.models.LoadedModel` (its lock is held).
+    ``model`` is an ``nn.Module`` or a :class:`~backbones.zoo.models.LoadedModel` (its lock is held).
     At least ``warmup`` untimed runs (and ``warmup_s`` seconds, by default a tenth of the
     budget up to 0.5 s) come first; then timed runs until ``runs`` are done or ``budget_s``
     seconds of timed runs have passed, whichever comes first, but at least ``min_runs``

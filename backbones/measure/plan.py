@@ -90,7 +90,7 @@ def machine_gmacs_per_second(device: str = "cpu") -> float:
 
 
 def _macs_and_params(model) -> tuple[int | None, int | None, str]:
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     if isinstance(model, str):
         entry = get_entry(model)

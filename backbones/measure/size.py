@@ -158,7 +158,7 @@ def measure_size(
     estimated from module outputs on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
     ``input_size=None`` skips it.
     """
-    from backbones.models import count_parameters
+    from backbones.zoo.models import count_parameters
 
     module, model_lock = unwrap_model(model)
     with model_lock:

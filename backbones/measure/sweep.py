@@ -138,8 +138,8 @@ def bench_model(
     them) or a LoadedModel (e.g. a user's checkpoint). ``input_size`` defaults to the
     model's own. See :func:`measure_latency` for the timing options.
     """
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture
 
     dev = resolve_device(device)
     check_positive("threads", threads, allow_none=True)
@@ -218,7 +218,7 @@ def bench_models(
     turns with this one. A model still running after ``model_timeout_s`` is stopped at its next
     run, reported to ``on_skip(name, reason)`` and the sweep goes on.
     """
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     # Unknown names fail before anything is measured, not twenty minutes in.
     for m in models:

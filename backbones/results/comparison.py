@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from backbones.catalog import get_entry
 from backbones.errors import BackboneError
 from backbones.results.records import HERE
 from backbones.results.store import ResultsStore
+from backbones.zoo.catalog import get_entry
 
 #: Axes a scatter can put on x: (row attribute, label with honest units).
 X_AXES = {

@@ -22,7 +22,7 @@ from backbones.summary.tracer import Progress, ShouldStop
 from backbones.summary.tree import looks_like_transformer, summarize_module
 
 if TYPE_CHECKING:
-    from backbones.models import LoadedModel
+    from backbones.zoo.models import LoadedModel
 
 #: Largest accepted input side: summaries of real models run a real forward pass.
 MAX_INPUT_SIDE = 2048
@@ -65,7 +65,7 @@ def summarize_model(
 
     ``model`` is a catalog name (``"resnet50"``, ``"timm:rexnet_100"``: summarised
     untrained on the meta device, cached per name and input size), a
-    :class:`~backbones.models.LoadedModel` (a checkpoint with its own head is
+    :class:`~backbones.zoo.models.LoadedModel` (a checkpoint with its own head is
     summarised as loaded, under its lock, cached per object; other weights share
     the catalog summary) or any ``nn.Module`` (not cached; ``input_size``
     required, default ``(3, 224, 224)``). The model is run once in eval mode
@@ -75,7 +75,7 @@ def summarize_model(
     for an input the model cannot take, :class:`CancelledError` when
     ``should_stop()`` turns true.
     """
-    from backbones.models import LoadedModel
+    from backbones.zoo.models import LoadedModel
 
     if isinstance(model, str):
         return _summarize_catalog(model, input_size, progress, should_stop)
@@ -115,8 +115,8 @@ def summarize_model(
 
 
 def _summarize_catalog(name: str, input_size, progress, should_stop) -> ModelSummary:
-    from backbones.catalog import get_entry
-    from backbones.models import build_architecture, build_empty
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.models import build_architecture, build_empty
 
     entry = get_entry(name)
     size = normalize_input_size(input_size, entry.input_size)

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from backbones.catalog import list_models
 from backbones.errors import BackboneError
 from backbones.paths import allowed_suffix, discard_upload, store_upload
+from backbones.zoo.catalog import list_models
 from dashboard import components, state
 
 st.title("Models")
@@ -84,7 +84,7 @@ with tab_checkpoint:
             path = store_upload(data, ckpt_file.name, allowed=state.CHECKPOINT_SUFFIXES)
             classes = None
             if classes_file is not None:
-                from backbones.checkpoints import read_class_names
+                from backbones.zoo.checkpoints import read_class_names
 
                 suffix = allowed_suffix(classes_file.name, (".txt", ".json"))
                 with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
@@ -135,7 +135,7 @@ with tab_import:
     importable = [e.name for e in list_models() if e.source != "bundled"]
     c1, c2 = st.columns(2)
     target = c1.selectbox("Model", importable, key="import_model", format_func=state.display_name)
-    from backbones.weights import weights_status
+    from backbones.zoo.weights import weights_status
 
     statuses = weights_status(target)
     which = c2.selectbox("Weights", [s.name for s in statuses], key="import_weights_name")
@@ -143,7 +143,7 @@ with tab_import:
     st.markdown(f"Status: **{chosen.status}** · expected file: `{chosen.path}` · from: {chosen.url}")
     weights_file = st.file_uploader("Weights file", type=["pth", "pt", "bin", "safetensors"], key="import_file")
     if st.button("Import", key="import_go", disabled=weights_file is None):
-        from backbones.weights import import_weights
+        from backbones.zoo.weights import import_weights
 
         try:
             # A temporary file whose name the server makes; the upload's own name picks only the suffix.

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from backbones.cache import ModelCache, model_bytes
 from backbones.errors import BackboneError
+from backbones.zoo.cache import ModelCache, model_bytes
 
 MIB = 2**20
 
@@ -282,7 +282,7 @@ def test_stats_to_dict_is_json_ready():
 
 
 def test_real_models_are_cached_by_their_size():
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
 
     loaded = load_model("squeezenet1_1", weights="none")
     # SqueezeNet 1.1: 1,235,496 float32 parameters and no buffers.

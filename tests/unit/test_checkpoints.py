@@ -1,11 +1,13 @@
-"""Users' checkpoints and imported weights: what loads, what is refused, and that refusals are clear."""
+"""Users' checkpoints: what loads, what is refused, and that refusals are clear."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import re
 import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,11 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from backbones.checkpoints import read_class_names, read_state_dict
-from backbones.errors import CheckpointError, WeightsUnavailableError
+from backbones.errors import CheckpointError
 from backbones.inference.predict import predict
-from backbones.models import load_checkpoint, load_model
+from backbones.zoo import checkpoints
+from backbones.zoo.checkpoints import read_class_names, read_state_dict
+from backbones.zoo.models import load_checkpoint, load_model
 from tests import corpus
 
 FLOWERS = [f"flower {i:03d}" for i in range(102)]
@@ -316,6 +319,69 @@ def test_safetensors_truncated_body(tmp_path, squeeze5):
         read_state_dict(path)
 
 
+def _tiny_tensors(count: int) -> bytes:
+    """The JSON entries of ``count`` empty tensors, built as bytes (json.dumps would take seconds)."""
+    return b",".join(b'"t%d":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}' % i for i in range(count))
+
+
+def _safetensors(path: Path, header: bytes, *, length: int | None = None, body: bytes = b"") -> Path:
+    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header + body)
+    return path
+
+
+HOSTILE_SAFETENSORS = {
+    # name: (header, length prefix or None for the true one, what the one-line refusal says)
+    "length past the end": (b'{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}', 4096, "header claims 4096 bytes"),
+    "length 2**63": (b"{}", 2**63, f"header claims {2**63} bytes"),
+    "200k tiny tensors": (b"{" + _tiny_tensors(200_000) + b"}", None, "more than 100,000 tensors"),
+    "2M-long shape": (b'{"a":{"dtype":"U8","shape":[' + b"0," * 2_000_000 + b'0],"data_offsets":[0,0]}}', None, "JSON values"),
+    "not JSON": (b"{" + b"\xff" * 64, None, "not valid JSON"),
+    "nested objects": (b'{"a":' * 50_000 + b"{}" + b"}" * 50_000, None, "nested too deeply"),
+    "nested lists": (b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}", None, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_SAFETENSORS))
+def test_hostile_safetensors_header_is_refused_before_any_tensor_is_built(tmp_path, monkeypatch, case):
+    import safetensors.torch
+
+    header, length, says = HOSTILE_SAFETENSORS[case]
+    path = _safetensors(tmp_path / "hostile.safetensors", header, length=length)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the safetensors library was asked to read a refused file")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", never)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=re.escape(says)) as caught:
+            read_state_dict(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+    # The headers are up to 12 MB; parsing the 200k-tensor one alone takes hundreds of MB.
+    assert peak < 2 * len(header) + 4 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_tensor_count_is_checked_exactly_after_parsing(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "MAX_SAFETENSORS_TENSORS", 3)
+    # Four tensors and no __metadata__: the cheap count (objects <= limit + 2) lets it through.
+    path = _safetensors(tmp_path / "four.safetensors", b"{" + _tiny_tensors(4) + b"}")
+    with pytest.raises(CheckpointError, match="more than 3 tensors"):
+        read_state_dict(path)
+    three = _safetensors(tmp_path / "three.safetensors", b"{" + _tiny_tensors(3) + b"}")
+    assert set(read_state_dict(three)) == {"t0", "t1", "t2"}
+
+
+def test_header_over_the_size_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "MAX_SAFETENSORS_HEADER_BYTES", 1024)
+    header = b'{"__metadata__":{"note":"' + b"x" * 2000 + b'"}}'
+    path = _safetensors(tmp_path / "big.safetensors", header)
+    with pytest.raises(CheckpointError, match=f"header of {len(header):,} bytes is over the 1,024-byte limit"):
+        read_state_dict(path)
+
+
 def test_corpus_checkpoints_through_the_library(tmp_path):
     items = corpus.build_corpus(tmp_path, kinds={"checkpoint"})
     assert {"payload_pickle", "truncated_checkpoint", "other_architecture", "good_checkpoint"} <= set(items)
@@ -372,105 +438,3 @@ def test_inception_v3_checkpoint_with_and_without_aux_head(tmp_path, aux):
     assert loaded.num_classes == 3
     assert (loaded.model.AuxLogits is not None) == aux
     _predicts_class(loaded, 2, 128)
-
-
-# ----------------------------------------------------------------------------- official weights files
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a test tried to download")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    return home
-
-
-def test_missing_torchvision_weights_say_where_and_how(torch_home):
-    from backbones.weights import weights_status
-
-    assert weights_status("squeezenet1_1")[0].status == "downloadable"
-    with pytest.raises(WeightsUnavailableError) as caught:
-        load_model("squeezenet1_1")
-    message = str(caught.value)
-    expected = torch_home / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
-    assert str(expected) in message
-    assert "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth" in message
-    assert "python -m backbones import-weights squeezenet1_1 FILE" in message
-    assert "--weights none" in message
-
-
-def test_import_weights_refuses_a_file_with_the_wrong_hash(torch_home, tmp_path):
-    from backbones.weights import import_weights
-
-    path = tmp_path / "squeezenet1_1-b8a52dc0.pth"  # the right name does not make it the right file
-    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"SHA-256 starts [0-9a-f]{8}, but squeezenet1_1-b8a52dc0.pth starts b8a52dc0"):
-        import_weights("squeezenet1_1", path)
-    assert not (torch_home / "hub" / "checkpoints").exists() or not any((torch_home / "hub" / "checkpoints").iterdir())
-
-
-@pytest.fixture
-def official_hash(monkeypatch):
-    """Make chosen files hash like the official SqueezeNet 1.1 file (prefix b8a52dc0)."""
-    import backbones.weights as weights
-
-    real = weights._sha256
-    blessed: set[Path] = set()
-
-    def sha256(path):
-        digest = real(path)
-        return "b8a52dc0" + digest[8:] if Path(path).resolve() in blessed else digest
-
-    monkeypatch.setattr(weights, "_sha256", sha256)
-    return lambda path: blessed.add(Path(path).resolve())
-
-
-def test_import_weights_refuses_a_file_that_does_not_fit(torch_home, tmp_path, official_hash):
-    from backbones.weights import import_weights
-
-    path = tmp_path / "download.pth"
-    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), path)
-    official_hash(path)
-    with pytest.raises(CheckpointError, match="does not fit"):
-        import_weights("squeezenet1_1", path)
-    checkpoints = torch_home / "hub" / "checkpoints"
-    assert not checkpoints.exists() or not any(checkpoints.iterdir())
-
-
-def test_import_weights_round_trip_loads_offline(torch_home, tmp_path, official_hash):
-    from backbones.weights import import_weights, weights_status
-
-    torch.manual_seed(5)
-    original = torchvision.models.squeezenet1_1(weights=None)
-    path = tmp_path / "download.pth"
-    torch.save(original.state_dict(), path)
-    official_hash(path)
-
-    dest = import_weights("squeezenet1_1", path)
-    assert dest == torch_home / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
-    assert dest.read_bytes() == path.read_bytes()
-    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no .partial left behind
-    status = weights_status("squeezenet1_1")[0]
-    assert (status.name, status.status, status.path) == ("IMAGENET1K_V1", "cached", str(dest))
-
-    loaded = load_model("squeezenet1_1")  # offline: download_url_to_file would raise
-    assert loaded.weights == "IMAGENET1K_V1" and loaded.trained
-    assert loaded.num_classes == 1000
-    for (k, v), (k2, v2) in zip(loaded.model.state_dict().items(), original.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2), k
-
-
-def test_import_weights_refuses_bundled_and_none(tmp_path):
-    from backbones.weights import import_weights
-
-    path = _write(tmp_path / "x.pth", "x")
-    with pytest.raises(CheckpointError, match="bundled"):
-        import_weights("efficientnet_lite0", path)
-    with pytest.raises(CheckpointError, match="not 'none'"):
-        import_weights("squeezenet1_1", path, weights="none")
-    with pytest.raises(CheckpointError, match="no such file"):
-        import_weights("squeezenet1_1", tmp_path / "nowhere.pth")

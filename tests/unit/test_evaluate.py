@@ -196,7 +196,7 @@ def test_relative_paths_resolve_against_the_csv_folder(photos):
 
 
 def test_three_class_checkpoint_on_seed_style_csv(three_class_checkpoint, photos, tmp_path):
-    from backbones.models import load_model
+    from backbones.zoo.models import load_model
 
     weights, classes = three_class_checkpoint
     loaded = load_model("efficientnet_lite0", checkpoint=weights, classes=classes)
@@ -240,7 +240,7 @@ def test_three_class_checkpoint_on_seed_style_csv(three_class_checkpoint, photos
 
 
 def test_match_imagenet_names():
-    from backbones.catalog import imagenet_categories
+    from backbones.zoo.catalog import imagenet_categories
 
     cats = imagenet_categories()
     got = match_classes(["military_uniform", "Daisies", "tabby_cat", "n01440764", "uniform", "cat", "zzz", 985],

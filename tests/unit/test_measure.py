@@ -226,7 +226,7 @@ def test_macs_by_hand():
 
 @pytest.mark.parametrize("name", ["resnet18", "squeezenet1_1"])
 def test_macs_match_torchvision_meta(name):
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     entry = get_entry(name)
     report = count_macs(name)  # meta device: nothing allocated
@@ -235,7 +235,7 @@ def test_macs_match_torchvision_meta(name):
 
 
 def test_bench_model_real_architecture():
-    from backbones.catalog import get_entry
+    from backbones.zoo.catalog import get_entry
 
     r = bench_model("squeezenet1_1", threads=1, runs=2, budget_s=0.0, warmup=1)
     entry = get_entry("squeezenet1_1")
@@ -370,9 +370,9 @@ def test_sweeps_take_turns_model_by_model(monkeypatch):
 
     monkeypatch.setattr(sweep, "bench_model", fake_bench)
     monkeypatch.setattr(sweep, "get_entry", lambda name: None, raising=False)
-    import backbones.catalog
+    import backbones.zoo.catalog
 
-    monkeypatch.setattr(backbones.catalog, "get_entry", lambda name: None)
+    monkeypatch.setattr(backbones.zoo.catalog, "get_entry", lambda name: None)
     a = threading.Thread(target=sweep.bench_models, args=(["a1", "a2", "a3"],))
     b = threading.Thread(target=sweep.bench_models, args=(["b1", "b2", "b3"],))
     a.start()
@@ -414,9 +414,9 @@ def test_a_model_over_its_timeout_is_skipped_and_the_sweep_goes_on(monkeypatch):
             time.sleep(0.01)
         return types.SimpleNamespace(model=model, median_ms=1.0, runs=1)
 
-    import backbones.catalog
+    import backbones.zoo.catalog
 
-    monkeypatch.setattr(backbones.catalog, "get_entry", lambda name: None)
+    monkeypatch.setattr(backbones.zoo.catalog, "get_entry", lambda name: None)
     monkeypatch.setattr(sweep, "bench_model", fake_bench)
     skipped = []
     done = sweep.bench_models(["slow", "fast"], model_timeout_s=0.2, on_skip=lambda n, why: skipped.append((n, why)))
@@ -424,3 +424,13 @@ def test_a_model_over_its_timeout_is_skipped_and_the_sweep_goes_on(monkeypatch):
     assert skipped and skipped[0][0] == "slow" and "0.2 s limit" in skipped[0][1]
     with pytest.raises(CancelledError):  # a user's stop is not a timeout: the sweep ends
         sweep.bench_models(["slow", "fast"], model_timeout_s=5, should_stop=lambda: True)
+
+
+def test_counted_figures_are_current():
+    # backbones/data/counted.json is generated; regenerate with python -m backbones.measure.compute
+    from backbones.measure.compute import count_architecture
+    from backbones.zoo.catalog import counted_figures
+
+    figures = counted_figures()
+    for name in ("timm:rexnet_100", "efficientnet_lite0", "timm:ghostnet_100"):
+        assert figures[name] == count_architecture(name)

@@ -11,7 +11,7 @@ import torch
 
 from backbones.inference.images import load_image
 from backbones.inference.predict import class_probabilities, predict
-from backbones.models import load_model
+from backbones.zoo.models import load_model
 
 
 def labels(prediction):
@@ -51,8 +51,8 @@ def test_every_bundled_model_recognises_the_palace(name, china_photo):
 
 
 def test_bundled_weights_consume_every_tensor():
-    from backbones.bundled import bundled_weights_path, map_lite_state_dict
-    from backbones.models import build_architecture
+    from backbones.zoo.bundled import bundled_weights_path, map_lite_state_dict
+    from backbones.zoo.models import build_architecture
 
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         source = torch.load(bundled_weights_path(name), map_location="cpu", weights_only=True)

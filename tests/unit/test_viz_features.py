@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from backbones.catalog import get_entry
 from backbones.errors import LayerError
 from backbones.inference.preprocessing import Preprocessing
-from backbones.models import LoadedModel
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.models import LoadedModel
 from viz.features import feature_maps, render_feature_grid
 
 

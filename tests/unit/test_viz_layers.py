@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from backbones.catalog import get_entry
+from backbones.zoo.catalog import get_entry
 from viz.layers import default_layer, private_view, resolve_layer, spatial_layers
 
 
 def test_layer_defaults_and_candidates():
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     class Holder:  # what default_layer reads from a LoadedModel
         def __init__(self, name):

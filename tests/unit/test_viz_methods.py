@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from backbones.catalog import get_entry
 from backbones.errors import BackboneError, CancelledError, LayerError
-from backbones.models import LoadedModel, load_model
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.models import LoadedModel, load_model
 from tests.unit.viz_nets import CONV_W, FC_W, GapNet, TinyNet, assert_untouched, model_state, tiny_image, wrap
 from viz.cam import METHODS, TargetError, explain, explain_tensor, explain_topk
 from viz.layers import private_view

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from backbones.catalog import get_entry
 from backbones.inference.preprocessing import Preprocessing
-from backbones.models import LoadedModel
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.models import LoadedModel
 
 
 class GapNet(nn.Module):

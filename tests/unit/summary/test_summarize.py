@@ -42,7 +42,7 @@ def test_bad_inputs_are_user_errors():
 
 
 def test_checkpoint_with_102_classes_summarises_with_its_own_head(tmp_path, capsys):
-    from backbones.models import build_architecture, load_checkpoint
+    from backbones.zoo.models import build_architecture, load_checkpoint
 
     model = build_architecture("resnet18")
     model.fc = nn.Linear(512, 102)

@@ -13,7 +13,7 @@ from tests.unit.summary.nets import Residual, check_consistent, rf
 def test_alexnet_totals_equal_the_seed_notes_and_torchinfo_on_the_real_model():
     import torchinfo
 
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     s = summarize_model("alexnet")
     assert s.total_params == s.trainable_params == 61_100_840  # seed notes' torchinfo printout
@@ -46,7 +46,7 @@ def test_vgg19_and_resnet152_totals_equal_the_seed_notes_and_torchinfo():
 def test_meta_device_summary_equals_torchinfo_on_real_weights_row_by_row():
     import torchinfo
 
-    from backbones.models import build_architecture
+    from backbones.zoo.models import build_architecture
 
     s = summarize_model("resnet18")
     real = torchinfo.summary(build_architecture("resnet18"), input_size=(1, 3, 224, 224), verbose=0, depth=99)

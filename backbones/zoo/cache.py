@@ -16,7 +16,7 @@ Guarantees:
   exception; failures are not cached, the next call tries again);
 * loading happens outside the cache's lock, so different models load in parallel;
 * **eviction only drops the cache's reference.** A session that holds a
-  :class:`~backbones.models.LoadedModel` keeps a working object for as long as it
+  :class:`~backbones.zoo.models.LoadedModel` keeps a working object for as long as it
   keeps the reference; callers should keep the object they got for the duration
   of a task rather than asking the cache again half-way;
 * a model larger than the byte bound on its own is returned to the caller but
@@ -47,7 +47,7 @@ DEFAULT_MAX_MB = 2048.0
 def model_bytes(obj: Any) -> int:
     """Bytes held by a model's parameters and buffers (each storage counted once; meta tensors 0).
 
-    ``obj`` is a :class:`~backbones.models.LoadedModel`, an ``nn.Module``, or
+    ``obj`` is a :class:`~backbones.zoo.models.LoadedModel`, an ``nn.Module``, or
     anything else (0 bytes).
     """
     module = getattr(obj, "model", obj)
@@ -164,7 +164,7 @@ class ModelCache:
     def get_or_load(self, key: Hashable, loader: Callable[[], Any]):
         """The cached value for ``key``, else ``loader()`` (run once however many threads ask).
 
-        ``loader`` usually returns a :class:`~backbones.models.LoadedModel`; its
+        ``loader`` usually returns a :class:`~backbones.zoo.models.LoadedModel`; its
         exceptions reach every caller waiting for that key and nothing is cached.
         """
         with self._lock:

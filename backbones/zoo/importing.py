@@ -1,0 +1,76 @@
+"""Bring a weights file downloaded elsewhere into the cache, after checking it is the right one.
+
+``import_weights("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth")`` checks the file against the
+official hash (where its source publishes one), loads it into the architecture, then copies it
+atomically to where :mod:`backbones.zoo.weights` looks for it. Nothing is cached that would not load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from backbones.errors import CheckpointError
+from backbones.zoo.architectures import build_architecture, fit_state_dict
+from backbones.zoo.catalog import get_entry
+from backbones.zoo.checkpoints import read_state_dict
+from backbones.zoo.weights import resolve_weights, weights_source
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_weights(name: str, file: str | os.PathLike, *, weights: str = "default") -> Path:
+    """Check that ``file`` is ``name``'s official weights and loads, then copy it into the cache.
+
+    torchvision files are checked against the hash prefix in their official
+    file name (as torch.hub does after a download), then loaded into the
+    architecture; the copy is atomic. Returns the cached path.
+    """
+    entry = get_entry(name)
+    source = weights_source(entry)
+    if source.import_refusal:
+        raise CheckpointError(f"{name}: {source.import_refusal}")
+    info = resolve_weights(entry, weights)
+    if info is None:
+        raise CheckpointError("choose which weights the file holds (not 'none')")
+    src = Path(file)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: no such file")
+    prefix = source.official_digest_prefix(info)
+    if prefix:
+        digest = _sha256(src)
+        if not digest.startswith(prefix):
+            raise CheckpointError(
+                f"{src.name}: SHA-256 starts {digest[:8]}, but {info.filename} starts {prefix}: "
+                "not the official file; load your own weights as a checkpoint instead"
+            )
+    state = read_state_dict(src)
+    fit_state_dict(build_architecture(entry), state, label=src.name)
+    dest = source.expected_path(entry, info)
+    _write_atomically(dest, lambda tmp: source.write_cache_file(src, state, tmp))
+    return dest
+
+
+def _write_atomically(dest: Path, write: Callable[[str], None]) -> None:
+    """Run ``write(tmp_path)`` beside ``dest``, then rename: a crash never leaves half a file at ``dest``."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {dest}: {exc.strerror or exc}") from exc

@@ -1,0 +1,148 @@
+"""Build catalog architectures and load trained weights or users' checkpoints.
+
+``load_model`` is the one entry point the CLI and the dashboard use::
+
+    loaded = load_model("resnet50", weights="none")              # untrained, offline
+    loaded = load_model("efficientnet_lite0")                    # bundled ImageNet weights
+    loaded = load_model("resnet50", checkpoint="flowers.pth", classes="flowers.txt")
+
+The result carries the model (in eval mode), the preprocessing its weights
+expect, the class names and a lock for work that must not interleave (CAMs
+attach hooks; see :mod:`viz`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from backbones.errors import CheckpointError
+from backbones.inference.preprocessing import Preprocessing
+from backbones.zoo.architectures import build_architecture, build_empty, count_parameters, fit_state_dict
+from backbones.zoo.catalog import ModelEntry, get_entry, imagenet_categories
+from backbones.zoo.checkpoints import read_class_names, read_state_dict
+from backbones.zoo.weights import load_trained, resolve_weights
+
+# Building is part of this module's public face; it lives in ``architectures`` so that the
+# weights sources can build without importing the loading layer above them.
+__all__ = [
+    "LoadedModel",
+    "build_architecture",
+    "build_empty",
+    "count_parameters",
+    "fit_state_dict",
+    "load_checkpoint",
+    "load_model",
+]
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A ready-to-run model with what it needs to be used correctly."""
+
+    name: str
+    entry: ModelEntry
+    model: nn.Module
+    preprocessing: Preprocessing
+    categories: tuple[str, ...]
+    weights: str  # a weights name, "bundled", "none" or "checkpoint"
+    checkpoint: str | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def trained(self) -> bool:
+        return self.weights != "none"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    def label(self, index: int) -> str:
+        return self.categories[index] if 0 <= index < len(self.categories) else f"class {index}"
+
+    def describe(self) -> str:
+        if self.checkpoint:
+            return f"{self.name} ({self.entry.name} checkpoint {Path(self.checkpoint).name}, {self.num_classes} classes)"
+        return f"{self.entry.name} ({self.weights} weights)" if self.trained else f"{self.entry.name} (untrained)"
+
+
+def load_model(
+    name: str,
+    *,
+    weights: str | None = "default",
+    checkpoint: str | os.PathLike | None = None,
+    classes: str | os.PathLike | list[str] | None = None,
+    display_name: str | None = None,
+) -> LoadedModel:
+    """Build ``name`` and load weights: the default trained ones, a named set, none, or a checkpoint.
+
+    ``classes`` (with ``checkpoint``) is a .txt/.json file or a list of names;
+    its length must equal the checkpoint's class count.
+    """
+    entry = get_entry(name)
+    if checkpoint is not None:
+        return load_checkpoint(entry, checkpoint, classes=classes, display_name=display_name)
+    info = resolve_weights(entry, weights)
+    if info is None:
+        return LoadedModel(
+            name=entry.name,
+            entry=entry,
+            model=build_architecture(entry),
+            preprocessing=entry.preprocessing,
+            categories=imagenet_categories(),
+            weights="none",
+        )
+    model = load_trained(entry, info)
+    return LoadedModel(
+        name=entry.name,
+        entry=entry,
+        model=model,
+        preprocessing=info.preprocessing,
+        categories=imagenet_categories(),
+        weights=info.name,
+    )
+
+
+def load_checkpoint(
+    entry: ModelEntry | str,
+    checkpoint: str | os.PathLike,
+    *,
+    classes: str | os.PathLike | list[str] | None = None,
+    display_name: str | None = None,
+) -> LoadedModel:
+    """Load a user's fine-tuned checkpoint into a catalog architecture.
+
+    The class count is inferred from the classifier weight and the head replaced
+    to match. Without ``classes``, 1000-class checkpoints use ImageNet names and
+    others ``class 0 .. class N-1``.
+    """
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    path = Path(checkpoint)
+    state = read_state_dict(path)
+    extra = {}
+    if entry.arch == "googlenet" and any(k.startswith("aux1.") for k in state):
+        extra["aux_logits"] = True  # trained with auxiliary heads: keep them so every key fits
+    model = build_architecture(entry, **extra)
+    n = fit_state_dict(model, state, label=path.name)
+    if classes is None:
+        names = list(imagenet_categories()) if n == 1000 else [f"class {i}" for i in range(n)]
+    else:
+        names = list(classes) if isinstance(classes, (list, tuple)) else read_class_names(classes)
+        if len(names) != n:
+            raise CheckpointError(
+                f"{path.name} has {n} classes but the class-name list has {len(names)}"
+            )
+    return LoadedModel(
+        name=display_name or path.stem,
+        entry=entry,
+        model=model.eval(),
+        preprocessing=entry.preprocessing,
+        categories=tuple(names),
+        weights="checkpoint",
+        checkpoint=str(path),
+    )
+
