@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from backbones.commands.common import ProgressPrinter, human_count  # noqa: E402
+from backbones.cli.common import ProgressPrinter, human_count  # noqa: E402
 from backbones.measure import bench_models, cpu_model, resolve_device  # noqa: E402
 from backbones.zoo.catalog import list_models  # noqa: E402
 

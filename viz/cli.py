@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backbones.cli import _Parser, run
-from backbones.commands.common import add_model_arguments, emit_json, format_table, load_from_args
+from backbones.cli import ArgumentParser, run
+from backbones.cli.common import add_model_arguments, emit_json, format_table, load_from_args
 from backbones.errors import BackboneError
 from viz.overlay import COLORMAPS
 
@@ -26,8 +26,8 @@ from viz.overlay import COLORMAPS
 def build_parser() -> argparse.ArgumentParser:
     from viz.cam import METHODS
 
-    parser = _Parser(prog="python -m viz", description="Backbone Lens: where CNN backbones look (Grad-CAM, saliency, feature maps).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="python -m viz", description="Backbone Lens: where CNN backbones look (Grad-CAM, saliency, feature maps).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("cam", help="a heatmap of where the model looks for a class")
     p.add_argument("image", metavar="IMG")

@@ -269,3 +269,30 @@ def require_weights_file(entry: ModelEntry, weights: WeightsInfo) -> Path:
 def load_trained(entry: ModelEntry, weights: WeightsInfo) -> nn.Module:
     """``entry``'s architecture with the trained ``weights`` from this machine, in eval mode."""
     return weights_source(entry).load(entry, weights, require_weights_file(entry, weights))
+
+
+def catalog_rows(entries) -> list[dict]:
+    """The ``list --json`` objects (also the Models page's table)."""
+    rows = []
+    for e in entries:
+        rows.append(
+            {
+                "name": e.name,
+                "display_name": e.display_name,
+                "source": e.source,
+                "family": e.family,
+                "params": e.params,
+                "macs": e.macs,
+                "file_size_mib": e.file_size_mib,
+                "published_top1": e.published_top1,
+                "published_top5": e.published_top5,
+                "published_source": e.published_source,
+                "input_size": list(e.input_size),
+                "preprocessing": e.preprocessing.to_dict(),
+                "weights": [{"name": s.name, "status": s.status} for s in weights_status(e.name)],
+                "default": e.default,
+                "reference_cpu_ms": e.reference_cpu_ms,
+                "reference_cpu_source": e.reference_cpu_source,
+            }
+        )
+    return rows

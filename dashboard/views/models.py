@@ -143,7 +143,7 @@ with tab_import:
     st.markdown(f"Status: **{chosen.status}** · expected file: `{chosen.path}` · from: {chosen.url}")
     weights_file = st.file_uploader("Weights file", type=["pth", "pt", "bin", "safetensors"], key="import_file")
     if st.button("Import", key="import_go", disabled=weights_file is None):
-        from backbones.zoo.weights import import_weights
+        from backbones.zoo.importing import import_weights
 
         try:
             # A temporary file whose name the server makes; the upload's own name picks only the suffix.

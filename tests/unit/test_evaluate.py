@@ -351,7 +351,7 @@ def test_cli_eval_json(photos, tmp_path, monkeypatch, capsys):
     from backbones.cli import build_parser, run
 
     monkeypatch.setenv("BACKBONES_RESULTS_DB", str(tmp_path / "cli.sqlite"))
-    parser = build_parser(modules=("backbones.commands.data",))
+    parser = build_parser(modules=("backbones.cli.data",))
     code = run(parser, ["eval", str(photos), "--model", "efficientnet_lite0", "--batch-size", "8", "--json"])
     captured = capsys.readouterr()
     assert code == 0

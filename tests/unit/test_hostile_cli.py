@@ -1,6 +1,6 @@
 """Every hostile corpus item through the command line: exit 2 and one ``error:`` line, or exit 0.
 
-Most items go through ``backbones.cli.main`` in this process (cheap); a handful run
+Most items go through ``backbones.cli.runner`` in this process (cheap); a handful run
 as real subprocesses (``python -m backbones ...``), which also catch warnings,
 logging and tracebacks that only a real stderr shows.
 """

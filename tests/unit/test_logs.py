@@ -371,7 +371,7 @@ def test_error_messages_are_one_line(tmp_path):
 def test_cli_logs_json(capsys):
     from backbones.cli import build_parser, run
 
-    parser = build_parser(modules=("backbones.commands.data",))
+    parser = build_parser(modules=("backbones.cli.data",))
     code = run(parser, ["logs", str(SEED), str(DATA / "keras_training.csv"), "--name", "meeting", "Keras", "--json"])
     assert code == 0
     runs = json.loads(capsys.readouterr().out)
@@ -386,7 +386,7 @@ def test_cli_logs_json(capsys):
 def test_cli_logs_table_and_errors(capsys):
     from backbones.cli import build_parser, run
 
-    parser = build_parser(modules=("backbones.commands.data",))
+    parser = build_parser(modules=("backbones.cli.data",))
     assert run(parser, ["logs", str(SEED)]) == 0
     out = capsys.readouterr().out
     assert "NIN" in out and "82.5%" in out and "97" in out

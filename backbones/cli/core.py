@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backbones.commands.common import (
+from backbones.cli.common import (
     add_model_arguments,
     emit_json,
     format_table,
@@ -49,39 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_import)
 
 
-def catalog_rows(entries) -> list[dict]:
-    """The ``list --json`` objects (also the Models page's table)."""
-    from backbones.zoo.weights import weights_status
-
-    rows = []
-    for e in entries:
-        rows.append(
-            {
-                "name": e.name,
-                "display_name": e.display_name,
-                "source": e.source,
-                "family": e.family,
-                "params": e.params,
-                "macs": e.macs,
-                "file_size_mib": e.file_size_mib,
-                "published_top1": e.published_top1,
-                "published_top5": e.published_top5,
-                "published_source": e.published_source,
-                "input_size": list(e.input_size),
-                "preprocessing": e.preprocessing.to_dict(),
-                "weights": [{"name": s.name, "status": s.status} for s in weights_status(e.name)],
-                "default": e.default,
-                "reference_cpu_ms": e.reference_cpu_ms,
-                "reference_cpu_source": e.reference_cpu_source,
-            }
-        )
-    return rows
-
-
 def cmd_list(args) -> int:
     from backbones.zoo.catalog import list_models
 
     entries = list_models(include=args.include, default_only=not (args.all or args.include))
+    from backbones.zoo.weights import catalog_rows
+
     rows = catalog_rows(entries)
     if args.json:
         emit_json(rows)
@@ -135,7 +108,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from backbones.zoo.weights import import_weights
+    from backbones.zoo.importing import import_weights
 
     dest = import_weights(args.model, Path(args.file), weights=args.weights)
     print(f"imported {args.file} -> {dest}")

@@ -1,6 +1,6 @@
 """``python -m backbones``: the command line over the library.
 
-Each area registers its sub-commands from ``backbones.commands``. User errors
+Each area registers its sub-commands from ``backbones.cli``. User errors
 print ``error: <one line>`` on stderr and exit 2; ``--json`` prints exactly one
 JSON document on stdout.
 """
@@ -15,21 +15,21 @@ import sys
 from backbones.errors import BackboneError
 
 COMMAND_MODULES = (
-    "backbones.commands.core",
-    "backbones.commands.measure",
-    "backbones.commands.summary",
-    "backbones.commands.data",
+    "backbones.cli.core",
+    "backbones.cli.measure",
+    "backbones.cli.summary",
+    "backbones.cli.data",
 )
 
 
-class _Parser(argparse.ArgumentParser):
+class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(prog: str = "python -m backbones", modules=COMMAND_MODULES) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Backbone Lens: compare and explain CNN backbones.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog=prog, description="Backbone Lens: compare and explain CNN backbones.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for name in modules:
         try:
             module = importlib.import_module(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from backbones.commands.common import emit_json
+from backbones.cli.common import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import unicodedata
 
-from backbones.commands.common import (
+from backbones.cli.common import (
     ProgressPrinter,
     add_model_arguments,
     emit_json,
@@ -43,7 +43,7 @@ def _width(text: str) -> int:
 
 
 def format_table(rows: list[list[str]], headers: list[str]) -> str:
-    """Like :func:`backbones.commands.common.format_table`, aligned for wide (CJK) characters."""
+    """Like :func:`backbones.cli.common.format_table`, aligned for wide (CJK) characters."""
     widths = [max(_width(str(x)) for x in col) for col in zip(headers, *rows)]
 
     def line(cells) -> str:

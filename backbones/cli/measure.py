@@ -7,7 +7,7 @@ import contextlib
 import sys
 import warnings
 
-from backbones.commands.common import ProgressPrinter, emit_json, format_table, human_count
+from backbones.cli.common import ProgressPrinter, emit_json, format_table, human_count
 from backbones.errors import BackboneError
 
 
