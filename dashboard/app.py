@@ -1,29 +1,38 @@
-"""Backbone Lens: `streamlit run dashboard/app.py`. This file only sets up the page and routes."""
+"""Backbone Lens: `streamlit run dashboard/app.py`. This file only sets up the page and routes.
 
-import sys
+The packages are importable because `pip install -r requirements.txt` installs this project (editable).
+"""
+
 from pathlib import Path
 
-# `streamlit run` puts dashboard/ on sys.path, not the repo root that holds the packages.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-st.set_page_config(page_title="Backbone Lens", page_icon=":material/biotech:", layout="wide", initial_sidebar_state="expanded")
-
-from dashboard.components import render_sidebar  # noqa: E402
+import streamlit as st
 
 VIEWS = Path(__file__).resolve().parent / "views"
-PAGES = [
-    st.Page(VIEWS / "compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare", default=True),
-    st.Page(VIEWS / "architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
-    st.Page(VIEWS / "predict.py", title="Predict", icon=":material/label:", url_path="predict"),
-    st.Page(VIEWS / "explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),
-    st.Page(VIEWS / "evaluate.py", title="Evaluate", icon=":material/target:", url_path="evaluate"),
-    st.Page(VIEWS / "training.py", title="Training runs", icon=":material/show_chart:", url_path="training"),
-    st.Page(VIEWS / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
-]
-page = st.navigation(PAGES)
-render_sidebar()
-page.run()
+
+
+def pages() -> list:
+    """Every page, each served at its own URL path (a bookmarked /compare opens Compare)."""
+    return [
+        st.Page(VIEWS / "compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare", default=True),
+        st.Page(VIEWS / "architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
+        st.Page(VIEWS / "predict.py", title="Predict", icon=":material/label:", url_path="predict"),
+        st.Page(VIEWS / "explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),
+        st.Page(VIEWS / "evaluate.py", title="Evaluate", icon=":material/target:", url_path="evaluate"),
+        st.Page(VIEWS / "training.py", title="Training runs", icon=":material/show_chart:", url_path="training"),
+        st.Page(VIEWS / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
+    ]
+
+
+def run() -> None:
+    st.set_page_config(
+        page_title="Backbone Lens", page_icon=":material/biotech:", layout="wide", initial_sidebar_state="expanded"
+    )
+    from dashboard.components import render_sidebar
+
+    page = st.navigation(pages())
+    render_sidebar()
+    page.run()
+
+
+if __name__ == "__main__":
+    run()

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backbones.errors import BackboneError
-from dashboard import state
+from dashboard import actions, caches, state
 
 SOURCE_BADGE = {"bundled": "bundled weights ✓", "cached": "cached weights ✓", "downloadable": "no trained weights here"}
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -17,35 +17,27 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 
 def render_sidebar() -> None:
     """The backbone picker every page shares (curated first; type to search the whole catalog)."""
-    state.init_session()
-    options = state.model_options()
-    # Keep only options that still exist (a custom checkpoint can be removed).
-    current = [o for o in st.session_state[state.SELECTED] if o in options]
-    if current != st.session_state[state.SELECTED]:
-        st.session_state[state.SELECTED] = current
+    options = caches.model_options()
+    current = state.keep_existing(options)  # a removed checkpoint leaves the selection
     with st.sidebar:
         st.markdown("### Backbones")
         # The canonical selection lives in session_state[SELECTED]; the widget (whose identity
         # changes with its options, e.g. when a checkpoint is added) starts from it and writes back.
         key = state.picker_key()
-
-        def keep_selection() -> None:
-            st.session_state[state.SELECTED] = list(st.session_state[key])
-
-        if list(st.session_state.get(key) or []) != current:
-            st.session_state[key] = current
+        state.sync_picker(key, current)
         st.multiselect(
             "Backbones to compare",
             options,
             key=key,
-            on_change=keep_selection,
+            on_change=state.store_picker,
+            args=(key,),
             format_func=state.display_name,
             help="The curated selection comes first; type to search all "
             f"{len(options)} models (torchvision, timm:…, bundled ●, your checkpoints ★).",
             placeholder="Type a name, e.g. resnet",
         )
-        rows = {r["name"]: r for r in state.catalog_rows()}
-        for option in st.session_state[state.SELECTED]:
+        rows = {r["name"]: r for r in caches.catalog_rows()}
+        for option in state.selected_models():
             if option.startswith(state.CUSTOM_PREFIX):
                 custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
                 if custom:
@@ -90,7 +82,7 @@ def show_error(exc: BaseException, *, prefix: str = "") -> None:
 
 def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
     """Uploaded images (kept for the session) or a built-in sample photo: ``[(name, bytes)]``."""
-    samples = state.sample_photos()
+    samples = caches.sample_photos()
     col_upload, col_sample = st.columns([3, 2])
     with col_upload:
         files = st.file_uploader(
@@ -98,7 +90,7 @@ def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
             type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
             accept_multiple_files=multiple,
             key=f"{key}_upload",
-            max_upload_size=state.IMAGE_UPLOAD_MB,
+            max_upload_size=actions.IMAGE_UPLOAD_MB,
             help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF.",
         )
     with col_sample:
@@ -120,7 +112,7 @@ def decoded_images(inputs: list[tuple[str, bytes]]):
     good = []
     for name, data in inputs:
         try:
-            image, info = state.decode_image(data, name)
+            image, info = caches.decode_image(data, name)
         except BackboneError as exc:
             show_error(exc)
             continue

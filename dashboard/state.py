@@ -1,37 +1,27 @@
-"""Every st.cache_* function and every st.session_state key of the dashboard lives here.
+"""Every st.session_state key of the dashboard, and the only code that reads or writes them.
 
-Views call these helpers and render what they return; the heavy lifting is in
-``backbones`` and ``viz``. Models are shared across sessions through one bounded,
-thread-safe LRU cache (``backbones.zoo.cache.ModelCache``); pure results (summaries,
-predictions, CAMs) are memoised with ``st.cache_data`` keyed by content digests,
-so moving a slider re-renders without recomputing the model.
+Views and components call these functions; they never touch ``st.session_state`` themselves (widget values
+are read from the widgets). Caches live in :mod:`dashboard.caches`, writes and uploads in :mod:`dashboard.actions`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 
 from backbones.errors import BackboneError
-from backbones.zoo.catalog import CURATED, DEFAULT_MODEL, get_entry, list_models
-from backbones.zoo.models import LoadedModel, load_model
+from backbones.zoo.catalog import get_entry
 
 # --- session_state keys -------------------------------------------------------------------
 SELECTED = "selected_models"  # list[str]: catalog names and "custom:<label>" entries
 CUSTOM = "custom_models"  # dict[label, CustomModel]
-NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt)
+NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store rebuilt, bad rows skipped)
 PICKER_VERSION = "picker_version"  # int: bumped when a page changes the selection, so the picker redraws
+EVAL_RESULTS = "eval_results"  # list[(option, EvaluationResult)]: the last evaluation, kept across reruns
+FLASH = "flash_message"  # str: a success message to show once after st.rerun()
 INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
 CUSTOM_PREFIX = "custom:"
-
-# Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
-IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
-LOG_UPLOAD_MB = 50
-RESULTS_UPLOAD_MB = 50
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -73,12 +63,6 @@ def custom_models() -> dict[str, CustomModel]:
     return dict(st.session_state[CUSTOM])
 
 
-def model_options() -> list[str]:
-    """Every name the picker offers: curated first, then the catalog, then this session's checkpoints."""
-    names = [e.name for e in catalog_entries()]
-    return [CUSTOM_PREFIX + label for label in custom_models()] + names
-
-
 def display_name(option: str) -> str:
     if option.startswith(CUSTOM_PREFIX):
         # Only the label: the picker maps displayed strings back to options, so this must not
@@ -89,117 +73,11 @@ def display_name(option: str) -> str:
     except BackboneError:
         return option
     badge = {"bundled": "● ", "timm": "timm · ", "torchvision": ""}[entry.source]
-    star = "" if option not in CURATED else ""
-    return f"{badge}{entry.display_name}{star}" if entry.display_name != option else f"{badge}{option}"
+    return f"{badge}{entry.display_name}" if entry.display_name != option else f"{badge}{option}"
 
 
-# --- catalog ---------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False)
-def catalog_entries():
-    return list_models()
-
-
-@st.cache_data(show_spinner=False, ttl=30)
-def catalog_rows(names: tuple[str, ...] | None = None) -> list[dict]:
-    """The ``python -m backbones list --json`` rows (weights status re-read every 30 s)."""
-    from backbones.zoo.weights import catalog_rows as rows_for
-
-    entries = catalog_entries() if names is None else [get_entry(n) for n in names]
-    return rows_for(entries)
-
-
-# --- models ---------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False)
-def model_cache():
-    """One LRU cache of loaded models for the whole server, bounded by count and bytes."""
-    from backbones.zoo.cache import ModelCache
-
-    return ModelCache()
-
-
-def loaded_model(option: str, *, weights: str = "default") -> LoadedModel:
-    """The model behind a picker option, from the shared cache (raises BackboneError)."""
-    if option.startswith(CUSTOM_PREFIX):
-        label = option[len(CUSTOM_PREFIX) :]
-        custom = custom_models().get(label)
-        if custom is None:
-            raise BackboneError(f"checkpoint {label!r} is not loaded in this session any more")
-        key = ("checkpoint", custom.arch, custom.digest, custom.classes)
-        return model_cache().get_or_load(
-            key,
-            lambda: load_model(
-                custom.arch,
-                checkpoint=custom.path,
-                classes=list(custom.classes) if custom.classes else None,
-                display_name=label,
-            ),
-        )
-    key = ("catalog", option, weights)
-    return model_cache().get_or_load(key, lambda: load_model(option, weights=weights))
-
-
-def model_key(option: str, weights: str = "default") -> str:
-    """A hashable, content-based key for st.cache_data functions."""
-    if option.startswith(CUSTOM_PREFIX):
-        custom = custom_models().get(option[len(CUSTOM_PREFIX) :])
-        return f"{option}|{custom.digest if custom else 'missing'}"
-    return f"{option}|{weights}"
-
-
-def trained_weights_available(option: str) -> tuple[bool, str]:
-    """Whether predictions/CAMs can run for ``option`` offline, and why not."""
-    if option.startswith(CUSTOM_PREFIX):
-        return True, ""
-    from backbones.zoo.weights import require_weights_file, resolve_weights
-
-    entry = get_entry(option)
-    try:
-        require_weights_file(entry, resolve_weights(entry, "default"))
-    except BackboneError as exc:
-        return False, str(exc)
-    return True, ""
-
-
-# --- images ---------------------------------------------------------------------------------
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-@st.cache_resource(show_spinner=False)
-def _decoded_images():
-    """One cache of decoded photos for the whole server, bounded in bytes ($BACKBONES_IMAGE_CACHE_MB, 256)."""
-    import os
-
-    from backbones.inference.images import DecodedImageCache
-
-    try:
-        mb = float(os.environ.get("BACKBONES_IMAGE_CACHE_MB", "256"))
-    except ValueError:
-        mb = 256.0
-    return DecodedImageCache(int(max(mb, 1) * 2**20))
-
-
-def decode_image(data: bytes, name: str):
-    """``(PIL image, ImageInfo)`` (a preview at most 2048 px on a side); raises ImageError with a one-line reason."""
-    return _decoded_images().get(data, name)
-
-
-@st.cache_data(show_spinner=False)
-def sample_photos() -> dict[str, bytes]:
-    from backbones.samples import sample_photos as find
-
-    return {label: Path(path).read_bytes() for label, path in find().items()}
-
-
-# --- predictions ----------------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=256)
-def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
-    """Top-k for one image and one model (``key`` and ``image_digest`` make the cache key)."""
-    from backbones.inference.predict import predict
-
-    image, _ = decode_image(data, name)
-    loaded = loaded_model(option)
-    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=topk)[0].topk]
+def store_name(option: str) -> str:
+    return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
 
 
 def push_notice(message: str) -> None:
@@ -214,255 +92,70 @@ def pop_notices() -> list[str]:
     return out
 
 
-def default_model() -> str:
-    return DEFAULT_MODEL
+def add_custom(custom: CustomModel) -> None:
+    init_session()
+    st.session_state[CUSTOM][custom.label] = custom
 
 
-# --- measurements and the results store -----------------------------------------------------
-def available_devices() -> list[str]:
-    import torch
+def remove_custom(label: str) -> None:
+    """Forget a checkpoint and drop it from the selection."""
+    init_session()
+    st.session_state[CUSTOM].pop(label, None)
+    option = CUSTOM_PREFIX + label
+    if option in st.session_state[SELECTED]:
+        request_selection([o for o in st.session_state[SELECTED] if o != option])
 
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
+def select(option: str) -> None:
+    """Add ``option`` to the sidebar selection (no-op when it is there)."""
+    current = selected_models()
+    if option not in current:
+        request_selection([*current, option])
 
-def results_store():
-    """The results store, health-checked: a corrupt file is moved aside and rebuilt, with a notice for the user."""
-    import warnings
 
-    from backbones.results.store import ResultsStore
+def keep_existing(options: list[str]) -> list[str]:
+    """Drop selected options that no longer exist (a removed checkpoint); the kept selection."""
+    init_session()
+    current = [o for o in st.session_state[SELECTED] if o in options]
+    if current != st.session_state[SELECTED]:
+        st.session_state[SELECTED] = current
+    return current
 
-    store = ResultsStore()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shown as notices instead
-        store.check_health()
-    for message in store.notices:
-        push_notice(message)
-    return store
 
+def sync_picker(key: str, current: list[str]) -> None:
+    """Start the picker widget ``key`` from the canonical selection."""
+    if list(st.session_state.get(key) or []) != current:
+        st.session_state[key] = current
 
-def _measurable(option: str):
-    """A catalog name, or a private copy of the loaded checkpoint (measured under its own name).
 
-    The copy has its own lock: predictions with the shared model do not wait for a measurement.
-    """
-    if not option.startswith(CUSTOM_PREFIX):
-        return option
-    import copy
-    import dataclasses
-    import threading
+def store_picker(key: str) -> None:
+    """The picker's on_change: its value becomes the canonical selection."""
+    st.session_state[SELECTED] = list(st.session_state[key])
 
-    loaded = loaded_model(option)
-    with loaded.lock:
-        module = copy.deepcopy(loaded.model)
-    return dataclasses.replace(loaded, model=module, lock=threading.RLock())
 
+def flash(message: str) -> None:
+    st.session_state[FLASH] = message
 
-def session_gone():
-    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
-    from streamlit import runtime
-    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    if ctx is None or not runtime.exists():
-        return lambda: False
-    instance, session_id = runtime.get_instance(), ctx.session_id
-    return lambda: not instance.is_active_session(session_id)
+def pop_flash() -> str | None:
+    return st.session_state.pop(FLASH, None)
 
 
-def plan_benchmarks(options: list[str], *, device: str, batch_size: int, budget_s: float, threads: int | None):
-    """The :class:`~backbones.measure.plan.SweepPlan` for a Measure click, under this server's caps."""
-    from backbones.measure.plan import plan_sweep
+def eval_results() -> list:
+    return list(st.session_state.get(EVAL_RESULTS, []))
 
-    names = [o if not o.startswith(CUSTOM_PREFIX) else loaded_model(o) for o in options]
-    plan = plan_sweep(names, device=device, batch_size=batch_size, budget_s=budget_s, threads=threads)
-    kept = {id(m) for m in plan.models}
-    return plan, [o for o, n in zip(options, names) if id(n) in kept]
 
+def set_eval_results(results: list) -> None:
+    st.session_state[EVAL_RESULTS] = list(results)
 
-def store_name(option: str) -> str:
-    return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
 
+def clamp_step(key: str, count: int) -> int:
+    """The Architecture stepper's position (the slider widget ``key``), kept within ``0..count-1``."""
+    position = min(max(int(st.session_state.get(key, 0)), 0), max(count - 1, 0))
+    st.session_state[key] = position
+    return position
 
-def run_benchmarks(options: list[str], *, progress=None, on_skip=None, **settings) -> list:
-    """Measure the options one by one, each stored as soon as it exists; stops if the visitor leaves."""
-    from backbones.measure import bench_models
-    from backbones.measure.plan import SweepLimits
 
-    store = results_store()
-    results = bench_models(
-        [_measurable(o) for o in options],
-        store=store,
-        progress=progress,
-        should_stop=session_gone(),
-        model_timeout_s=SweepLimits.from_env().model_timeout_s,
-        on_skip=on_skip,
-        **settings,
-    )
-    comparison.clear()
-    return results
-
-
-@st.cache_data(show_spinner=False, ttl=5)
-def comparison(options: tuple[str, ...], *, device: str, batch_size: int, threads: int | None) -> list[dict]:
-    """The Compare table: one read of the store; stored rows it had to skip become a notice."""
-    import warnings
-
-    from backbones.results.comparison import comparison_rows
-
-    names = [store_name(o) for o in options]
-    labels = {store_name(o): display_name(o) for o in options}
-    store = results_store()
-    seen = len(store.notices)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shown as notices instead
-        rows = comparison_rows(names, store=store, device=device, batch_size=batch_size, threads=threads, display_names=labels)
-    for message in store.notices[seen:]:
-        push_notice(message)
-    return [r.to_dict() for r in rows]
-
-
-def import_results(data: bytes) -> int:
-    """Import an uploaded results file; its size is checked before it is written anywhere."""
-    import tempfile
-
-    from backbones.results.exchange import check_import_size
-
-    check_import_size(len(data), "results.json")
-    with tempfile.TemporaryDirectory() as tmpdir:
-        path = Path(tmpdir) / "results.json"  # the name messages show ("results.json: row 17: ...")
-        path.write_bytes(data)
-        n = results_store().import_json(path)
-    comparison.clear()
-    return n
-
-
-def export_results():
-    """The export button's data: a callable Streamlit runs only when the button is pressed.
-
-    Deferred so that rendering the page does not read the whole table; it runs outside the
-    page's script, so it touches no session state.
-    """
-    import tempfile
-
-    from backbones.results.store import ResultsStore
-
-    def build() -> bytes:
-        with tempfile.TemporaryDirectory() as tmpdir:
-            path = Path(tmpdir) / "results.json"
-            try:
-                ResultsStore().export_json(path)
-            except BackboneError:
-                return b"[]"
-            return path.read_bytes()
-
-    return build
-
-
-# --- explanations (viz) ---------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=64)
-def cam_layers(option: str, key: str) -> tuple[list[str], str | None, str | None]:
-    """``(spatial layer names, default layer, why there is none)`` for a model's layer picker."""
-    from viz.layers import default_layer, spatial_layers
-
-    loaded = loaded_model(option)
-    names = [i.name for i in spatial_layers(loaded)]
-    try:
-        return names, default_layer(loaded), None
-    except BackboneError as exc:
-        return names, None, str(exc)
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def explanation(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
-    """One :class:`viz.cam.Explanation` (cached by model, image bytes, method, layer and target)."""
-    from viz.cam import explain
-
-    image, _ = decode_image(data, name)
-    return explain(loaded_model(option), image, method=method, layer=layer, target=target)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def explanations_topk(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, k: int = 5):
-    from viz.cam import explain_topk
-
-    image, _ = decode_image(data, name)
-    return explain_topk(loaded_model(option), image, method=method, layer=layer, k=k)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def features(option: str, key: str, data: bytes, name: str, layer: str, top: int = 16):
-    from viz.features import feature_maps
-
-    image, _ = decode_image(data, name)
-    return feature_maps(loaded_model(option), image, layer, top=top)
-
-
-# --- summaries, evaluations, training logs ----------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=32)
-def summary(option: str, key: str, input_size: tuple[int, int, int] | None = None):
-    """The :class:`backbones.summary.ModelSummary` of a picker option (untrained catalog model or checkpoint)."""
-    from backbones.summary import summarize_model
-
-    if option.startswith(CUSTOM_PREFIX):
-        return summarize_model(loaded_model(option), input_size=input_size)
-    return summarize_model(option, input_size=input_size)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
-    """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
-    from backbones.data.logs import read_log
-
-    runs, errors = [], []
-    for name, data in files:
-        try:
-            runs.extend(read_log(data, filename=name))
-        except BackboneError as exc:
-            errors.append(str(exc))
-    return runs, errors
-
-
-def seed_logs() -> list[tuple[str, bytes]]:
-    """The seed notes' training logs shipped with the tests, for a one-click demo."""
-    root = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
-    return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
-
-
-def dataset_roots() -> tuple[Path, ...]:
-    """The server folders a visitor may evaluate (empty: server paths are off)."""
-    from backbones.data.roots import data_roots
-
-    return data_roots()
-
-
-@st.cache_data(show_spinner="Unpacking…", max_entries=8)
-def uploaded_dataset(data: bytes, name: str):
-    """The dataset inside an uploaded zip, unpacked once by content through the safe unpacker."""
-    from backbones.data.archives import unpack_dataset
-    from backbones.data.datasets import read_dataset
-
-    label = Path(name.replace("\\", "/")).name or "upload.zip"
-    return read_dataset(unpack_dataset(data, label=label), name=Path(label).stem)
-
-
-def server_dataset(text: str):
-    """A dataset folder or CSV inside BACKBONES_DATA_ROOTS (one generic message for everything else)."""
-    from backbones.data.datasets import read_dataset
-    from backbones.data.roots import resolve_in_roots
-
-    return read_dataset(resolve_in_roots(text))
-
-
-def run_evaluation(option: str, dataset, *, batch_size: int = 16, limit: int | None = None, progress=None):
-    """Evaluate one model on a :class:`Dataset` and store the result (trained weights only)."""
-    from backbones.data.evaluation import evaluate_dataset, save_evaluation
-
-    loaded = loaded_model(option)
-    result = evaluate_dataset(loaded, dataset, batch_size=batch_size, limit=limit, progress=progress)
-    if loaded.trained:
-        try:
-            save_evaluation(result, store=results_store())
-        except BackboneError as exc:
-            push_notice(f"evaluation not saved: {exc}")
-    comparison.clear()
-    return result
+def move_step(key: str, delta: int, count: int) -> None:
+    """Previous / Next: move the stepper before its slider is drawn this run."""
+    st.session_state[key] = min(max(int(st.session_state.get(key, 0)) + delta, 0), max(count - 1, 0))

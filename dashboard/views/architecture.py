@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backbones.errors import BackboneError
-from dashboard import components, state
+from dashboard import caches, components, state
 
 st.title("Architecture")
 st.caption("torchinfo's layer tree with receptive fields traced along the data flow. CLI: `python -m backbones summary NAME --depth D --json`.")
@@ -25,7 +25,7 @@ if not chosen:
 def render(option: str, slot: str) -> None:
     try:
         with st.spinner(f"Summarising {state.display_name(option)}…"):
-            s = state.summary(option, state.model_key(option))
+            s = caches.summary(option, caches.model_key(option))
     except BackboneError as exc:
         components.show_error(exc)
         return
@@ -62,15 +62,14 @@ def render(option: str, slot: str) -> None:
     if names:
         st.markdown("**Step through the layers**")
         pos_key = f"arch_pos_{slot}"
-        if st.session_state.get(pos_key, 0) >= len(names):
-            st.session_state[pos_key] = 0
+        state.clamp_step(pos_key, len(names))
         b1, b2, b3 = st.columns([1, 6, 1])
         if b1.button("◀ Previous", key=f"arch_prev_{slot}"):
-            st.session_state[pos_key] = max(0, st.session_state.get(pos_key, 0) - 1)
+            state.move_step(pos_key, -1, len(names))
         if b3.button("Next ▶", key=f"arch_next_{slot}"):
-            st.session_state[pos_key] = min(len(names) - 1, st.session_state.get(pos_key, 0) + 1)
-        b2.slider("Layer", 0, max(1, len(names) - 1), key=pos_key, label_visibility="collapsed", disabled=len(names) < 2)
-        r = rows[min(st.session_state.get(pos_key, 0), len(rows) - 1)]
+            state.move_step(pos_key, +1, len(names))
+        position = b2.slider("Layer", 0, max(1, len(names) - 1), key=pos_key, label_visibility="collapsed", disabled=len(names) < 2)
+        r = rows[min(position, len(rows) - 1)]
         with st.container(border=True):
             st.markdown(f"#### `{r.name}` — {r.type}")
             d1, d2, d3, d4 = st.columns(4)

@@ -9,7 +9,7 @@ import streamlit as st
 from backbones.errors import BackboneError, CancelledError
 from backbones.results.comparison import X_AXES
 from backbones.results.pareto import pareto_front
-from dashboard import components, state
+from dashboard import actions, caches, components, state
 
 st.title("Compare backbones")
 st.caption(
@@ -22,7 +22,7 @@ if not models:
     st.info("Pick backbones in the sidebar to compare them.")
     st.stop()
 
-devices = state.available_devices()
+devices = caches.available_devices()
 with st.container(border=True):
     c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
     device = c1.selectbox("Device", devices, key="cmp_device", help="cuda appears when PyTorch sees a GPU")
@@ -32,7 +32,7 @@ with st.container(border=True):
     budget = c4.number_input("Seconds per model", 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
     c5.write("")
     try:
-        plan, to_measure = state.plan_benchmarks(
+        plan, to_measure = actions.plan_benchmarks(
             models, device=device, batch_size=batch_size, budget_s=float(budget), threads=int(threads)
         )
     except BackboneError as exc:
@@ -51,7 +51,7 @@ if measure:
         progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
 
     try:
-        state.run_benchmarks(to_measure, on_skip=lambda name, why: st.warning(components.md(f"{name}: {why}")), device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
+        actions.run_benchmarks(to_measure, on_skip=lambda name, why: st.warning(components.md(f"{name}: {why}")), device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
     except CancelledError as exc:
         st.warning(str(exc))
     except BackboneError as exc:
@@ -61,7 +61,7 @@ if measure:
 
 threads_filter = int(threads) if device == "cpu" else None
 try:
-    rows = state.comparison(tuple(models), device=device, batch_size=batch_size, threads=threads_filter)
+    rows = caches.comparison(tuple(models), device=device, batch_size=batch_size, threads=threads_filter)
 except BackboneError as exc:
     components.show_error(exc)
     st.stop()
@@ -211,17 +211,17 @@ with tab_size:
 
 with st.expander("Import measurements from another machine"):
     st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
-    upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=state.RESULTS_UPLOAD_MB)
+    upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=actions.RESULTS_UPLOAD_MB)
     if upload is not None and st.button("Import", key="cmp_import_go"):
         try:
-            n = state.import_results(upload.getvalue())
+            n = actions.import_results(upload.getvalue())
         except BackboneError as exc:
             components.show_error(exc)
         else:
             st.success(f"Imported {n} result(s); they appear as their own series.")
     st.download_button(
         "Export all results (JSON)",
-        state.export_results(),
+        actions.export_results(),
         file_name="backbone-lens-results.json",
         mime="application/json",
         key="cmp_export",

@@ -5,10 +5,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backbones.errors import BackboneError, CancelledError
-from dashboard import components, state
+from dashboard import actions, caches, components, state
 
 st.title("Evaluate on your images")
-roots = state.dataset_roots()
+roots = actions.dataset_roots()
 st.caption(
     "A folder with one sub-folder per class, uploaded as a .zip"
     + (", or a folder / CSV of `path,label` rows in the server's data folders" if roots else "")
@@ -16,7 +16,7 @@ st.caption(
     "CLI: `python -m backbones eval DATASET --model NAME --json` (DATASET: a folder, a .zip or a CSV)."
 )
 
-runnable = [o for o in state.selected_models() if state.trained_weights_available(o)[0]]
+runnable = [o for o in state.selected_models() if caches.trained_weights_available(o)[0]]
 if not runnable:
     st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled) or your checkpoint.")
     st.stop()
@@ -37,9 +37,9 @@ limit = c5.number_input("At most this many images (0 = all)", 0, 100000, 0, key=
 dataset = None
 try:
     if archive is not None:
-        dataset = state.uploaded_dataset(archive.getvalue(), archive.name)
+        dataset = caches.uploaded_dataset(archive.getvalue(), archive.name)
     elif local.strip():
-        dataset = state.server_dataset(local)
+        dataset = actions.server_dataset(local)
 except BackboneError as exc:
     components.show_error(exc)
 
@@ -52,15 +52,15 @@ if go_clicked:
             bar.progress(min(1.0, (i + done / max(total, 1)) / len(chosen)), text=f"{state.display_name(option)}: {message}")
 
         try:
-            results.append((option, state.run_evaluation(option, dataset, batch_size=batch_size, limit=limit or None, progress=report)))
+            results.append((option, actions.run_evaluation(option, dataset, batch_size=batch_size, limit=limit or None, progress=report)))
         except CancelledError as exc:
             st.warning(str(exc))
         except BackboneError as exc:
             components.show_error(exc, prefix=f"{state.display_name(option)}: ")
     bar.progress(1.0, text="Done; results saved and shown on Compare as 'accuracy on <dataset>'.")
-    st.session_state["eval_results"] = [(o, r) for o, r in results]
+    state.set_eval_results(results)
 
-for option, r in st.session_state.get("eval_results", []):
+for option, r in state.eval_results():
     st.subheader(components.md(f"{state.display_name(option)} on {r.dataset}"))
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Top-1", f"{r.top1:.1%}", f"error {r.top1_error:.1%}", delta_color="off")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from backbones.errors import BackboneError
-from dashboard import components, state
+from dashboard import caches, components, state
 from viz.cam import METHODS
 from viz.features import render_feature_grid
 from viz.overlay import overlay_image, render_grid, to_png_bytes
@@ -16,7 +16,7 @@ st.caption(
 
 inputs = components.image_inputs("explain", multiple=False)
 images = components.decoded_images(inputs)
-runnable = [o for o in state.selected_models() if state.trained_weights_available(o)[0]]
+runnable = [o for o in state.selected_models() if caches.trained_weights_available(o)[0]]
 if not runnable:
     st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled, ●) in the sidebar.")
     st.stop()
@@ -35,11 +35,11 @@ alpha = c3.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
 st.caption(f"{METHODS[method].description} Cost: {METHODS[method].passes}.")
 
 try:
-    key = state.model_key(option)
-    loaded = state.loaded_model(option)
+    key = caches.model_key(option)
+    loaded = caches.loaded_model(option)
     with st.spinner("Reading the layers…"):
-        layers, default, why = state.cam_layers(option, key)
-    predictions = state.predictions(option, key, state.digest(data), data, name, 5)
+        layers, default, why = caches.cam_layers(option, key)
+    predictions = caches.predictions(option, key, caches.digest(data), data, name, 5)
 except BackboneError as exc:
     components.show_error(exc)
     st.stop()
@@ -67,7 +67,7 @@ elif target_mode == "any class":
 
 try:
     with st.spinner(f"Computing {METHODS[method].title}…"):
-        exp = state.explanation(option, key, data, name, method, layer, target)
+        exp = caches.explanation(option, key, data, name, method, layer, target)
 except BackboneError as exc:
     components.show_error(exc)
     st.stop()
@@ -92,7 +92,7 @@ with tab_top5:
     if st.toggle("Explain each of the top 5 classes", key="explain_top5_on"):
         try:
             with st.spinner("Explaining the top 5…"):
-                exps = state.explanations_topk(option, key, data, name, method, layer, 5)
+                exps = caches.explanations_topk(option, key, data, name, method, layer, 5)
             grid = render_grid(image, exps, normalize="joint", alpha=alpha, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
             st.image(grid, width="stretch")
             st.download_button("Download grid (PNG)", to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
@@ -109,8 +109,8 @@ with tab_models:
                 with st.spinner(f"{state.display_name(o)}…"):
                     lay = None
                     if METHODS[method].uses_layer:
-                        _, lay, _ = state.cam_layers(o, state.model_key(o))
-                    exps.append(state.explanation(o, state.model_key(o), data, name, method, lay, None))
+                        _, lay, _ = caches.cam_layers(o, caches.model_key(o))
+                    exps.append(caches.explanation(o, caches.model_key(o), data, name, method, lay, None))
                     titles.append(f"{state.display_name(o)}: {exps[-1].target.label}")
             except BackboneError as exc:
                 components.show_error(exc, prefix=f"{state.display_name(o)}: ")
@@ -124,7 +124,7 @@ with tab_features:
     if fl:
         try:
             with st.spinner("Reading activations…"):
-                fm = state.features(option, key, data, name, fl, 16)
+                fm = caches.features(option, key, data, name, fl, 16)
         except BackboneError as exc:
             components.show_error(exc)
         else:

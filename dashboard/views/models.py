@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from backbones.errors import BackboneError
-from backbones.paths import allowed_suffix, discard_upload, store_upload
+from backbones.paths import allowed_suffix
 from backbones.zoo.catalog import list_models
-from dashboard import components, state
+from dashboard import actions, caches, components, state
 
 st.title("Models")
 st.caption("CLI: `python -m backbones list --all --json`, `python -m backbones weights NAME`, `python -m backbones import-weights NAME FILE`.")
@@ -20,7 +20,7 @@ with tab_catalog:
     c1, c2 = st.columns([2, 3])
     source = c1.radio("Source", ["all", "curated", "torchvision", "timm", "bundled"], horizontal=True, key="models_source")
     query = c2.text_input("Search", key="models_query", placeholder="name or family, e.g. resnet, ViT")
-    rows = state.catalog_rows()
+    rows = caches.catalog_rows()
     table = pd.DataFrame(
         [
             {
@@ -76,44 +76,22 @@ with tab_checkpoint:
     ckpt_file = st.file_uploader("Checkpoint", type=["pth", "pt", "bin", "safetensors", "ckpt"], key="ckpt_file")
     classes_file = st.file_uploader("Class names (optional): .txt one per line, or .json", type=["txt", "json"], key="ckpt_classes")
     if st.button("Load checkpoint", type="primary", key="ckpt_load", disabled=ckpt_file is None):
-        data = ckpt_file.getvalue()
-        digest = state.digest(data)
-        path = None
         try:
-            # The client's file name picks nothing but the suffix: the server names the file by content.
-            path = store_upload(data, ckpt_file.name, allowed=state.CHECKPOINT_SUFFIXES)
-            classes = None
-            if classes_file is not None:
-                from backbones.zoo.checkpoints import read_class_names
-
-                suffix = allowed_suffix(classes_file.name, (".txt", ".json"))
-                with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-                    tmp.write(classes_file.getvalue())
-                    tmp.flush()
-                    classes = tuple(read_class_names(tmp.name, label=Path(classes_file.name).name))
-            name = " ".join((label or Path(ckpt_file.name.replace("\\", "/")).stem).split())[:80]
-            custom = state.CustomModel(label=name, arch=arch, path=str(path), classes=classes, digest=digest, num_classes=0)
-            st.session_state[state.CUSTOM][name] = custom
-            try:
-                with st.spinner("Checking that the checkpoint fits…"):
-                    loaded = state.loaded_model(state.CUSTOM_PREFIX + name)
-            except BaseException:
-                del st.session_state[state.CUSTOM][name]
-                raise
-            st.session_state[state.CUSTOM][name] = state.CustomModel(
-                label=name, arch=arch, path=str(path), classes=classes, digest=digest, num_classes=loaded.num_classes
-            )
-            option = state.CUSTOM_PREFIX + name
-            if option not in st.session_state[state.SELECTED]:
-                state.request_selection([*st.session_state[state.SELECTED], option])
-            st.session_state["ckpt_loaded_message"] = f"Loaded {loaded.describe()}; it is selected in the sidebar."
+            with st.spinner("Checking that the checkpoint fits…"):
+                loaded = actions.load_checkpoint_upload(
+                    ckpt_file.getvalue(),
+                    ckpt_file.name,
+                    arch=arch,
+                    label=label,
+                    classes=(classes_file.getvalue(), classes_file.name) if classes_file is not None else None,
+                )
+            state.flash(f"Loaded {loaded.describe()}; it is selected in the sidebar.")
             st.rerun()
         except BackboneError as exc:
-            if path is not None and not any(c.path == str(path) for c in state.custom_models().values()):
-                discard_upload(path)  # a refused checkpoint does not stay on the server
             components.show_error(exc)
-    if "ckpt_loaded_message" in st.session_state:
-        st.success(components.md(st.session_state.pop("ckpt_loaded_message")))
+    message = state.pop_flash()
+    if message:
+        st.success(components.md(message))
     customs = state.custom_models()
     if customs:
         st.markdown("**Loaded this session**")
@@ -121,9 +99,7 @@ with tab_checkpoint:
             cols = st.columns([4, 1])
             cols[0].markdown(f"★ **{components.md(custom.label)}** — {custom.arch}, {custom.num_classes} classes")
             if cols[1].button("Remove", key=f"ckpt_remove_{custom.label}"):
-                del st.session_state[state.CUSTOM][custom.label]
-                option = state.CUSTOM_PREFIX + custom.label
-                state.request_selection([o for o in st.session_state[state.SELECTED] if o != option])
+                state.remove_custom(custom.label)
                 st.rerun()
 
 with tab_import:
@@ -156,5 +132,5 @@ with tab_import:
         except BackboneError as exc:
             components.show_error(exc)
         else:
-            state.catalog_rows.clear()
+            caches.catalog_rows.clear()
             st.success(components.md(f"Imported into {dest}"))

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from backbones.errors import BackboneError
-from dashboard import components, state
+from dashboard import caches, components, state
 
 st.title("Predict")
 st.caption(
@@ -25,7 +25,7 @@ if not images:
 
 runnable, unavailable = [], []
 for option in models:
-    ok, why = state.trained_weights_available(option)
+    ok, why = caches.trained_weights_available(option)
     (runnable if ok else unavailable).append((option, why))
 if unavailable:
     with st.expander(f"{len(unavailable)} selected backbone(s) have no trained weights here", expanded=not runnable):
@@ -47,8 +47,8 @@ for name, data, image, info in images:
         with col:
             try:
                 with st.spinner(f"Running {state.display_name(option)}…"):
-                    topk_rows = state.predictions(option, state.model_key(option), state.digest(data), data, name, topk)
-                    loaded = state.loaded_model(option)
+                    topk_rows = caches.predictions(option, caches.model_key(option), caches.digest(data), data, name, topk)
+                    loaded = caches.loaded_model(option)
             except BackboneError as exc:
                 components.show_error(exc, prefix=f"{state.display_name(option)}: ")
                 continue

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backbones.errors import BackboneError
-from dashboard import components, state
+from dashboard import actions, caches, components
 
 st.title("Training runs")
 st.caption(
@@ -13,16 +13,16 @@ st.caption(
     "CSV with epoch/loss/accuracy columns, or TensorBoard event files. CLI: `python -m backbones logs FILE… --json`."
 )
 
-uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload", max_upload_size=state.LOG_UPLOAD_MB)
+uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
 use_seed = st.toggle("Include the seed notes' logs (VGG19, NIN, GoogLeNet, ResNet on the animal dataset)", value=not uploads, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
 if use_seed:
-    files += [(n, d) for n, d in state.seed_logs() if n.startswith("seed_")]
+    files += [(n, d) for n, d in caches.seed_logs() if n.startswith("seed_")]
 if not files:
     st.info("Upload one or more training logs.")
     st.stop()
 
-runs, problems = state.training_runs(tuple(files))
+runs, problems = caches.training_runs(tuple(files))
 for message in problems:
     st.error(message, icon=":material/error:")
 if not runs:

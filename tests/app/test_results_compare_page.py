@@ -30,9 +30,9 @@ def test_compare_page_skips_bad_rows_and_says_so(app, tmp_path):
                  source, json.dumps(ENV), payload),
             )
     conn.close()
-    from dashboard import state
+    from dashboard import caches
 
-    state.comparison.clear()  # cached per process for a few seconds, whatever the database
+    caches.comparison.clear()  # cached per process for a few seconds, whatever the database
     app.run()
     app.sidebar.multiselect[0].set_value(["squeezenet1_1"])
     open_page(app, "compare")
@@ -49,23 +49,23 @@ def test_compare_page_skips_bad_rows_and_says_so(app, tmp_path):
 
 
 def test_export_is_built_only_when_asked(monkeypatch, tmp_path):
-    from dashboard import state
+    from dashboard import actions
 
     monkeypatch.setenv("BACKBONES_RESULTS_DB", str(tmp_path / "r.sqlite"))
     ResultsStore().add("latency", "resnet18", latency_payload(), env=ENV)
     calls = []
     original = ResultsStore.query
     monkeypatch.setattr(ResultsStore, "query", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    build = state.export_results()
+    build = actions.export_results()
     assert callable(build) and calls == []
     document = json.loads(build())
     assert [r["model"] for r in document["results"]] == ["resnet18"] and calls == [1]
 
 
 def test_dashboard_import_checks_size_before_writing(monkeypatch, tmp_path):
-    from dashboard import state
+    from dashboard import actions
 
     monkeypatch.setenv("BACKBONES_RESULTS_DB", str(tmp_path / "r.sqlite"))
     with pytest.raises(StoreError, match="^results.json is 50.0 MiB"):
-        state.import_results(b" " * (MAX_IMPORT_BYTES + 1))
+        actions.import_results(b" " * (MAX_IMPORT_BYTES + 1))
     assert not (tmp_path / "r.sqlite").exists()

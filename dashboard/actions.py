@@ -1,0 +1,188 @@
+"""What the dashboard writes: uploads stored under server-made names, imports, measurements, evaluations.
+
+Each action calls one library function and clears the caches its write makes stale. Upload limits live here,
+one per kind of file; each uploader states its own and enforces it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backbones.errors import BackboneError
+from dashboard.caches import comparison, loaded_model, results_store
+from dashboard.caches import digest as digest_of
+from dashboard.state import CUSTOM_PREFIX, push_notice
+
+# Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
+IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
+LOG_UPLOAD_MB = 50
+RESULTS_UPLOAD_MB = 50
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def _measurable(option: str):
+    """A catalog name, or a private copy of the loaded checkpoint (measured under its own name).
+
+    The copy has its own lock: predictions with the shared model do not wait for a measurement.
+    """
+    if not option.startswith(CUSTOM_PREFIX):
+        return option
+    import copy
+    import dataclasses
+    import threading
+
+    loaded = loaded_model(option)
+    with loaded.lock:
+        module = copy.deepcopy(loaded.model)
+    return dataclasses.replace(loaded, model=module, lock=threading.RLock())
+
+
+def session_gone():
+    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return lambda: False
+    instance, session_id = runtime.get_instance(), ctx.session_id
+    return lambda: not instance.is_active_session(session_id)
+
+
+def plan_benchmarks(options: list[str], *, device: str, batch_size: int, budget_s: float, threads: int | None):
+    """The :class:`~backbones.measure.plan.SweepPlan` for a Measure click, under this server's caps."""
+    from backbones.measure.plan import plan_sweep
+
+    names = [o if not o.startswith(CUSTOM_PREFIX) else loaded_model(o) for o in options]
+    plan = plan_sweep(names, device=device, batch_size=batch_size, budget_s=budget_s, threads=threads)
+    kept = {id(m) for m in plan.models}
+    return plan, [o for o, n in zip(options, names) if id(n) in kept]
+
+
+def run_benchmarks(options: list[str], *, progress=None, on_skip=None, **settings) -> list:
+    """Measure the options one by one, each stored as soon as it exists; stops if the visitor leaves."""
+    from backbones.measure import bench_models
+    from backbones.measure.plan import SweepLimits
+
+    store = results_store()
+    results = bench_models(
+        [_measurable(o) for o in options],
+        store=store,
+        progress=progress,
+        should_stop=session_gone(),
+        model_timeout_s=SweepLimits.from_env().model_timeout_s,
+        on_skip=on_skip,
+        **settings,
+    )
+    comparison.clear()
+    return results
+
+
+def import_results(data: bytes) -> int:
+    """Import an uploaded results file; its size is checked before it is written anywhere."""
+    import tempfile
+
+    from backbones.results.exchange import check_import_size
+
+    check_import_size(len(data), "results.json")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = Path(tmpdir) / "results.json"  # the name messages show ("results.json: row 17: ...")
+        path.write_bytes(data)
+        n = results_store().import_json(path)
+    comparison.clear()
+    return n
+
+
+def export_results():
+    """The export button's data: a callable Streamlit runs only when the button is pressed.
+
+    Deferred so that rendering the page does not read the whole table; it runs outside the
+    page's script, so it touches no session state.
+    """
+    import tempfile
+
+    from backbones.results.store import ResultsStore
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            path = Path(tmpdir) / "results.json"
+            try:
+                ResultsStore().export_json(path)
+            except BackboneError:
+                return b"[]"
+            return path.read_bytes()
+
+    return build
+
+
+def dataset_roots() -> tuple[Path, ...]:
+    """The server folders a visitor may evaluate (empty: server paths are off)."""
+    from backbones.data.roots import data_roots
+
+    return data_roots()
+
+
+def server_dataset(text: str):
+    """A dataset folder or CSV inside BACKBONES_DATA_ROOTS (one generic message for everything else)."""
+    from backbones.data.datasets import read_dataset
+    from backbones.data.roots import resolve_in_roots
+
+    return read_dataset(resolve_in_roots(text))
+
+
+def run_evaluation(option: str, dataset, *, batch_size: int = 16, limit: int | None = None, progress=None):
+    """Evaluate one model on a :class:`Dataset` and store the result (trained weights only)."""
+    from backbones.data.evaluation import evaluate_dataset, save_evaluation
+
+    loaded = loaded_model(option)
+    result = evaluate_dataset(loaded, dataset, batch_size=batch_size, limit=limit, progress=progress)
+    if loaded.trained:
+        try:
+            save_evaluation(result, store=results_store())
+        except BackboneError as exc:
+            push_notice(f"evaluation not saved: {exc}")
+    comparison.clear()
+    return result
+
+
+def load_checkpoint_upload(data: bytes, file_name: str, *, arch: str, label: str = "", classes=None):
+    """Store an uploaded checkpoint under a server-made name, check it loads, and select it.
+
+    ``classes`` is ``(bytes, file name)`` of a class-name file or None. A checkpoint that is refused leaves
+    neither a file in ``uploads/`` nor an entry in the session. Returns the loaded model.
+    """
+    import tempfile
+
+    from backbones.paths import allowed_suffix, discard_upload, store_upload
+    from backbones.zoo.checkpoints import read_class_names
+    from dashboard import state
+
+    digest = digest_of(data)
+    # The client's file name picks nothing but the suffix: the server names the file by its content.
+    path = store_upload(data, file_name, allowed=CHECKPOINT_SUFFIXES)
+    name = " ".join((label or Path(file_name.replace("\\", "/")).stem).split())[:80]
+    try:
+        names = None
+        if classes is not None:
+            classes_data, classes_name = classes
+            suffix = allowed_suffix(classes_name, (".txt", ".json"))
+            with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+                tmp.write(classes_data)
+                tmp.flush()
+                names = tuple(read_class_names(tmp.name, label=Path(classes_name.replace("\\", "/")).name))
+        custom = state.CustomModel(label=name, arch=arch, path=str(path), classes=names, digest=digest, num_classes=0)
+        state.add_custom(custom)
+        try:
+            loaded = loaded_model(state.CUSTOM_PREFIX + name)
+        except BaseException:
+            state.remove_custom(name)
+            raise
+    except BaseException:
+        if not any(c.path == str(path) for c in state.custom_models().values()):
+            discard_upload(path)  # a refused checkpoint does not stay on the server
+        raise
+    state.add_custom(
+        state.CustomModel(label=name, arch=arch, path=str(path), classes=names, digest=digest, num_classes=loaded.num_classes)
+    )
+    state.select(state.CUSTOM_PREFIX + name)
+    return loaded

@@ -1,0 +1,248 @@
+"""Every st.cache_* function of the dashboard, and the reads built on them.
+
+Models are shared across sessions through one bounded, thread-safe LRU cache
+(``backbones.zoo.cache.ModelCache``); decoded photos through one byte-bounded cache; pure results
+(summaries, predictions, CAMs) are memoised with ``st.cache_data`` keyed by content digests, so moving a
+slider re-renders without recomputing the model. Each function calls one library function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from backbones.errors import BackboneError
+from backbones.zoo.catalog import get_entry, list_models
+from backbones.zoo.models import LoadedModel, load_model
+from dashboard.state import CUSTOM_PREFIX, custom_models, display_name, push_notice, store_name
+
+
+@st.cache_resource(show_spinner=False)
+def catalog_entries():
+    return list_models()
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def catalog_rows(names: tuple[str, ...] | None = None) -> list[dict]:
+    """The ``python -m backbones list --json`` rows (weights status re-read every 30 s)."""
+    from backbones.zoo.weights import catalog_rows as rows_for
+
+    entries = catalog_entries() if names is None else [get_entry(n) for n in names]
+    return rows_for(entries)
+
+
+def model_options() -> list[str]:
+    """Every name the picker offers: curated first, then the catalog, then this session's checkpoints."""
+    names = [e.name for e in catalog_entries()]
+    return [CUSTOM_PREFIX + label for label in custom_models()] + names
+
+
+@st.cache_resource(show_spinner=False)
+def model_cache():
+    """One LRU cache of loaded models for the whole server, bounded by count and bytes."""
+    from backbones.zoo.cache import ModelCache
+
+    return ModelCache()
+
+
+def loaded_model(option: str, *, weights: str = "default") -> LoadedModel:
+    """The model behind a picker option, from the shared cache (raises BackboneError)."""
+    if option.startswith(CUSTOM_PREFIX):
+        label = option[len(CUSTOM_PREFIX) :]
+        custom = custom_models().get(label)
+        if custom is None:
+            raise BackboneError(f"checkpoint {label!r} is not loaded in this session any more")
+        key = ("checkpoint", custom.arch, custom.digest, custom.classes)
+        return model_cache().get_or_load(
+            key,
+            lambda: load_model(
+                custom.arch,
+                checkpoint=custom.path,
+                classes=list(custom.classes) if custom.classes else None,
+                display_name=label,
+            ),
+        )
+    key = ("catalog", option, weights)
+    return model_cache().get_or_load(key, lambda: load_model(option, weights=weights))
+
+
+def model_key(option: str, weights: str = "default") -> str:
+    """A hashable, content-based key for st.cache_data functions."""
+    if option.startswith(CUSTOM_PREFIX):
+        custom = custom_models().get(option[len(CUSTOM_PREFIX) :])
+        return f"{option}|{custom.digest if custom else 'missing'}"
+    return f"{option}|{weights}"
+
+
+def trained_weights_available(option: str) -> tuple[bool, str]:
+    """Whether predictions/CAMs can run for ``option`` offline, and why not."""
+    if option.startswith(CUSTOM_PREFIX):
+        return True, ""
+    from backbones.zoo.weights import require_weights_file, resolve_weights
+
+    entry = get_entry(option)
+    try:
+        require_weights_file(entry, resolve_weights(entry, "default"))
+    except BackboneError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_resource(show_spinner=False)
+def _decoded_images():
+    """One cache of decoded photos for the whole server, bounded in bytes ($BACKBONES_IMAGE_CACHE_MB, 256)."""
+    import os
+
+    from backbones.inference.images import DecodedImageCache
+
+    try:
+        mb = float(os.environ.get("BACKBONES_IMAGE_CACHE_MB", "256"))
+    except ValueError:
+        mb = 256.0
+    return DecodedImageCache(int(max(mb, 1) * 2**20))
+
+
+def decode_image(data: bytes, name: str):
+    """``(PIL image, ImageInfo)`` (a preview at most 2048 px on a side); raises ImageError with a one-line reason."""
+    return _decoded_images().get(data, name)
+
+
+@st.cache_data(show_spinner=False)
+def sample_photos() -> dict[str, bytes]:
+    from backbones.samples import sample_photos as find
+
+    return {label: Path(path).read_bytes() for label, path in find().items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
+    """Top-k for one image and one model (``key`` and ``image_digest`` make the cache key)."""
+    from backbones.inference.predict import predict
+
+    image, _ = decode_image(data, name)
+    loaded = loaded_model(option)
+    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=topk)[0].topk]
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def results_store():
+    """The results store, health-checked: a corrupt file is moved aside and rebuilt, with a notice for the user."""
+    import warnings
+
+    from backbones.results.store import ResultsStore
+
+    store = ResultsStore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shown as notices instead
+        store.check_health()
+    for message in store.notices:
+        push_notice(message)
+    return store
+
+
+@st.cache_data(show_spinner=False, ttl=5)
+def comparison(options: tuple[str, ...], *, device: str, batch_size: int, threads: int | None) -> list[dict]:
+    """The Compare table: one read of the store; stored rows it had to skip become a notice."""
+    import warnings
+
+    from backbones.results.comparison import comparison_rows
+
+    names = [store_name(o) for o in options]
+    labels = {store_name(o): display_name(o) for o in options}
+    store = results_store()
+    seen = len(store.notices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shown as notices instead
+        rows = comparison_rows(names, store=store, device=device, batch_size=batch_size, threads=threads, display_names=labels)
+    for message in store.notices[seen:]:
+        push_notice(message)
+    return [r.to_dict() for r in rows]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cam_layers(option: str, key: str) -> tuple[list[str], str | None, str | None]:
+    """``(spatial layer names, default layer, why there is none)`` for a model's layer picker."""
+    from viz.layers import default_layer, spatial_layers
+
+    loaded = loaded_model(option)
+    names = [i.name for i in spatial_layers(loaded)]
+    try:
+        return names, default_layer(loaded), None
+    except BackboneError as exc:
+        return names, None, str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def explanation(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
+    """One :class:`viz.cam.Explanation` (cached by model, image bytes, method, layer and target)."""
+    from viz.cam import explain
+
+    image, _ = decode_image(data, name)
+    return explain(loaded_model(option), image, method=method, layer=layer, target=target)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def explanations_topk(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, k: int = 5):
+    from viz.cam import explain_topk
+
+    image, _ = decode_image(data, name)
+    return explain_topk(loaded_model(option), image, method=method, layer=layer, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def features(option: str, key: str, data: bytes, name: str, layer: str, top: int = 16):
+    from viz.features import feature_maps
+
+    image, _ = decode_image(data, name)
+    return feature_maps(loaded_model(option), image, layer, top=top)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def summary(option: str, key: str, input_size: tuple[int, int, int] | None = None):
+    """The :class:`backbones.summary.ModelSummary` of a picker option (untrained catalog model or checkpoint)."""
+    from backbones.summary import summarize_model
+
+    if option.startswith(CUSTOM_PREFIX):
+        return summarize_model(loaded_model(option), input_size=input_size)
+    return summarize_model(option, input_size=input_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
+    """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
+    from backbones.data.logs import read_log
+
+    runs, errors = [], []
+    for name, data in files:
+        try:
+            runs.extend(read_log(data, filename=name))
+        except BackboneError as exc:
+            errors.append(str(exc))
+    return runs, errors
+
+
+def seed_logs() -> list[tuple[str, bytes]]:
+    """The seed notes' training logs shipped with the tests, for a one-click demo."""
+    root = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
+    return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
+
+
+@st.cache_data(show_spinner="Unpacking…", max_entries=8)
+def uploaded_dataset(data: bytes, name: str):
+    """The dataset inside an uploaded zip, unpacked once by content through the safe unpacker."""
+    from backbones.data.archives import unpack_dataset
+    from backbones.data.datasets import read_dataset
+
+    label = Path(name.replace("\\", "/")).name or "upload.zip"
+    return read_dataset(unpack_dataset(data, label=label), name=Path(label).stem)
