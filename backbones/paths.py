@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from backbones.errors import BackboneError
+from backbones.settings import env_number
 
 #: Default quota of each of ``uploads/`` and ``datasets/`` (``$BACKBONES_UPLOAD_QUOTA_MB``).
 DEFAULT_QUOTA_MB = 8192
@@ -29,12 +30,8 @@ def cache_dir() -> Path:
 
 
 def folder_quota_bytes() -> int:
-    raw = os.environ.get("BACKBONES_UPLOAD_QUOTA_MB", "").strip()
-    try:
-        mb = float(raw) if raw else DEFAULT_QUOTA_MB
-    except ValueError:
-        mb = DEFAULT_QUOTA_MB
-    return int((mb if mb > 0 else DEFAULT_QUOTA_MB) * 2**20)
+    """``$BACKBONES_UPLOAD_QUOTA_MB`` (default 8192) in bytes: the bound of each of uploads/ and datasets/."""
+    return int(env_number("BACKBONES_UPLOAD_QUOTA_MB", DEFAULT_QUOTA_MB) * 2**20)
 
 
 def touch(path: Path) -> None:

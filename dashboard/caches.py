@@ -97,15 +97,10 @@ def digest(data: bytes) -> str:
 @st.cache_resource(show_spinner=False)
 def _decoded_images():
     """One cache of decoded photos for the whole server, bounded in bytes ($BACKBONES_IMAGE_CACHE_MB, 256)."""
-    import os
-
     from backbones.inference.images import DecodedImageCache
+    from backbones.settings import env_number
 
-    try:
-        mb = float(os.environ.get("BACKBONES_IMAGE_CACHE_MB", "256"))
-    except ValueError:
-        mb = 256.0
-    return DecodedImageCache(int(max(mb, 1) * 2**20))
+    return DecodedImageCache(int(env_number("BACKBONES_IMAGE_CACHE_MB", 256) * 2**20))
 
 
 def decode_image(data: bytes, name: str):

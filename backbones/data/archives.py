@@ -27,18 +27,10 @@ from pathlib import Path
 
 from backbones.errors import DatasetError
 from backbones.paths import cache_dir, folder_quota_bytes, prune_least_recently_used, touch
+from backbones.settings import env_number
 
 #: Archives whose members compress better than this are refused (zip bombs compress ~1000:1).
 _RATIO_CHECK_FROM = 1 << 20  # small members may compress well (text, blank images) and cannot hurt
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(float(raw)) if raw else default
-    except ValueError:
-        return default
-    return value if value > 0 else default
 
 
 @dataclass(frozen=True)
@@ -58,10 +50,10 @@ class ArchiveLimits:
     def from_env(cls) -> ArchiveLimits:
         d = cls()
         return cls(
-            max_bytes=_env_int("BACKBONES_ARCHIVE_MAX_BYTES", d.max_bytes),
-            max_files=_env_int("BACKBONES_ARCHIVE_MAX_FILES", d.max_files),
-            max_ratio=_env_int("BACKBONES_ARCHIVE_MAX_RATIO", d.max_ratio),
-            max_depth=_env_int("BACKBONES_ARCHIVE_MAX_DEPTH", d.max_depth),
+            max_bytes=env_number("BACKBONES_ARCHIVE_MAX_BYTES", d.max_bytes, integer=True),
+            max_files=env_number("BACKBONES_ARCHIVE_MAX_FILES", d.max_files, integer=True),
+            max_ratio=env_number("BACKBONES_ARCHIVE_MAX_RATIO", d.max_ratio, integer=True),
+            max_depth=env_number("BACKBONES_ARCHIVE_MAX_DEPTH", d.max_depth, integer=True),
         )
 
 

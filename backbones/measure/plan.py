@@ -10,7 +10,6 @@ says what to change. The command line runs uncapped unless given limits: it is t
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,19 +18,12 @@ import torch
 
 from backbones.errors import BackboneError
 from backbones.measure.common import resolve_device, sync
+from backbones.settings import env_number
 
 #: Real networks reach about this fraction of a plain 3x3 convolution's rate (depthwise layers, pooling).
 _EFFICIENCY = 0.5
 #: Timed runs every model gets at least, plus the default warm-up runs (see measure_latency).
 _MIN_RUNS, _WARMUP_RUNS = 3, 3
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
 
 
 @dataclass(frozen=True)
@@ -48,8 +40,8 @@ class SweepLimits:
     def from_env(cls) -> SweepLimits:
         d = cls()
         return cls(
-            max_seconds=_env_float("BACKBONES_MEASURE_MAX_SECONDS", d.max_seconds),
-            model_timeout_s=_env_float("BACKBONES_MEASURE_MODEL_TIMEOUT", d.model_timeout_s),
+            max_seconds=env_number("BACKBONES_MEASURE_MAX_SECONDS", d.max_seconds),
+            model_timeout_s=env_number("BACKBONES_MEASURE_MODEL_TIMEOUT", d.model_timeout_s),
         )
 
 

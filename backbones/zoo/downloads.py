@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backbones.errors import BackboneError, DownloadError, WeightsUnavailableError
+from backbones.settings import env_number
 from backbones.zoo.locking import check_cancel, file_lock, list_entries, missing_dirs, remove_empty, remove_new
 
 Progress = Callable[[int, "int | None"], None]
@@ -67,16 +68,7 @@ def is_offline(*, hf: bool = False) -> bool:
 
 def download_timeout() -> float:
     """``BACKBONES_DOWNLOAD_TIMEOUT`` in seconds (default 30): the longest wait to connect or for the next bytes."""
-    raw = os.environ.get("BACKBONES_DOWNLOAD_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise DownloadError(f"BACKBONES_DOWNLOAD_TIMEOUT must be a positive number of seconds, not {raw!r}")
-    return value
+    return env_number("BACKBONES_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT_S)
 
 
 def mirror_url(official_url: str) -> str:

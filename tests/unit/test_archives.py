@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from backbones.data.archives import ArchiveLimits, member_parts, unpack_archive, unpack_dataset
-from backbones.errors import DatasetError
+from backbones.errors import BackboneError, DatasetError
 from backbones.paths import prune_least_recently_used
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,9 +132,11 @@ def test_byte_member_and_depth_limits(tmp_path):
 
 def test_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("BACKBONES_ARCHIVE_MAX_FILES", "7")
-    monkeypatch.setenv("BACKBONES_ARCHIVE_MAX_BYTES", "not a number")
     limits = ArchiveLimits.from_env()
     assert limits.max_files == 7 and limits.max_bytes == ArchiveLimits().max_bytes
+    monkeypatch.setenv("BACKBONES_ARCHIVE_MAX_BYTES", "not a number")
+    with pytest.raises(BackboneError, match="BACKBONES_ARCHIVE_MAX_BYTES must be a positive number"):
+        ArchiveLimits.from_env()
 
 
 def test_a_crc_error_leaves_nothing(tmp_path):
