@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
 from backbones.zoo.models import LoadedModel
 from viz.geometry import Box, map_to_image, whole_input_box
 from viz.inputs import ensure_rgb, make_private_view
 from viz.layers import resolve_layer
-from viz.methods.base import Attribution, Method, MethodInfo, Progress, ShouldStop, check_stop
+from viz.methods.base import Attribution, Method, MethodInfo, check_stop
 from viz.methods.registry import LAYER_METHODS, METHOD_CLASSES, METHODS, list_methods, normalize_method
 from viz.targets import Target, TargetError, check_topk, describe_target, resolve_target
 
@@ -44,8 +45,8 @@ __all__ = [
     "METHODS",
     "Explanation",
     "MethodInfo",
-    "Progress",
-    "ShouldStop",
+    "ProgressFn",
+    "StopFn",
     "Target",
     "TargetError",
     "explain",
@@ -124,8 +125,8 @@ def _build_method(
     *,
     ig_steps: int = 32,
     baseline: str = "mean",
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> Method:
     """``method`` (canonical name) on a fresh private view of ``loaded``, at ``layer_name`` for the Grad-CAM family."""
     if not 1 <= int(ig_steps) <= 1024:
@@ -170,8 +171,8 @@ def explain_tensor(
     target: int | str | None = None,
     ig_steps: int = 32,
     baseline: str = "mean",
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> Explanation:
     """Explain an already preprocessed input, shape ``(1, 3, h, w)`` or ``(3, h, w)``.
 
@@ -196,8 +197,8 @@ def explain(
     target: int | str | None = None,
     ig_steps: int = 32,
     baseline: str = "mean",
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> Explanation:
     """Explain one image with one model and one method.
 
@@ -232,8 +233,8 @@ def explain_topk(
     method: str = "gradcam",
     layer: str | None = None,
     k: int = 5,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> list[Explanation]:
     """One explanation for each of the model's top-``k`` classes, best first.
@@ -267,8 +268,8 @@ def explain_models(
     method: str = "gradcam",
     target: int | str | None = None,
     layers: dict[str, str] | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> list[Explanation]:
     """The same method on several models (``layers`` maps a model's name to its layer).
@@ -293,8 +294,8 @@ def explain_methods(
     methods: Sequence[str] = ("gradcam", "guided-gradcam", "saliency", "integrated-gradients", "occlusion"),
     layer: str | None = None,
     target: int | str | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> list[Explanation]:
     """Several methods on one model, for the same class (top-1 unless ``target`` says otherwise)."""

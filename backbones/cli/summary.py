@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="layer-by-layer tree: shapes, parameters, MACs, receptive fields, derivations",
         description=(
             "The layer tree of a model (untrained architecture, or your checkpoint with its own head) "
-            "for one input size: output shape, parameters, mult-adds, receptive field and jump, and worked "
+            "for one input size: output shape, parameters, MACs, receptive field and jump, and worked "
             "derivations for convolution, pooling and linear layers. Totals equal torchinfo's."
         ),
     )

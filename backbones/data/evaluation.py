@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.classes import ClassMatch, is_imagenet, match_classes
 from backbones.data.datasets import Dataset, Skipped, read_dataset, select_samples
 from backbones.errors import CancelledError, DatasetError, ImageError
 from backbones.inference.images import load_image
 from backbones.inference.logits import logits_of
-
-ProgressFn = Callable[[int, int, str], None]
-StopFn = Callable[[], bool]
 
 #: The column of the confusion matrix that counts predictions outside the dataset's classes.
 OTHER = "other"

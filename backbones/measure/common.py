@@ -13,11 +13,11 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn  # noqa: F401  (re-exported by backbones.measure)
 from backbones.errors import BackboneError, DeviceError
 
 
@@ -81,8 +81,6 @@ class FairLock:
 #: Held for the whole of every measurement of one model (re-entrant; fair across threads).
 MEASUREMENT_LOCK = FairLock()
 
-ProgressFn = Callable[[int, int, str], None]
-StopFn = Callable[[], bool]
 
 
 def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:

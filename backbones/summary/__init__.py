@@ -30,10 +30,10 @@ Transformers (ViT, Swin, MaxViT) report null receptive fields: attention mixes
 every position, so a receptive field does not apply.
 """
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.summary.rows import LayerRow, ModelSummary
 from backbones.summary.summarize import MAX_INPUT_SIDE, clear_summary_cache, normalize_input_size, summarize_model
 from backbones.summary.text import format_summary
-from backbones.summary.tracer import Progress, ShouldStop
 from backbones.summary.tree import APPROX_NOTE, TRANSFORMER_NOTE, WHOLE_NOTE
 
 __all__ = [
@@ -43,8 +43,8 @@ __all__ = [
     "WHOLE_NOTE",
     "LayerRow",
     "ModelSummary",
-    "Progress",
-    "ShouldStop",
+    "ProgressFn",
+    "StopFn",
     "clear_summary_cache",
     "format_summary",
     "normalize_input_size",

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
 from backbones.summary.rows import ModelSummary
-from backbones.summary.tracer import Progress, ShouldStop
 from backbones.summary.tree import looks_like_transformer, summarize_module
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def summarize_model(
     *,
     input_size: Sequence[int] | None = None,
     name: str | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> ModelSummary:
     """The layer tree of ``model`` for one ``(C, H, W)`` input (default: the catalog entry's size).
 

@@ -35,7 +35,7 @@ def format_summary(summary: ModelSummary, *, depth: int | None = None) -> str:
         f"Total params: {summary.total_params:,}",
         f"Trainable params: {summary.trainable_params:,}",
         f"Non-trainable params: {summary.total_params - summary.trainable_params:,}",
-        f"Total mult-adds: {summary.total_mult_adds:,} ({summary.total_mult_adds / 1e9:.2f} G)",
+        f"Total MACs: {summary.total_mult_adds:,} ({summary.total_mult_adds / 1e9:.2f} G)",
         "RF = receptive field and Jump = effective stride, in input pixels; (all) = sees the whole input.",
     ]
     out += [f"Note: {n}" for n in summary.notes]

@@ -24,7 +24,7 @@ The tracer also records each module call's input and output field, for the rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -32,11 +32,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import CancelledError
 from backbones.summary.geometry import to_pair
-
-Progress = Callable[[int, int, str], None]
-ShouldStop = Callable[[], bool]
 
 
 class Field(NamedTuple):
@@ -166,7 +164,7 @@ def _adaptive(f: Field, size_in: Sequence[int], size_out: Sequence[int]) -> Fiel
 class Tracer(TorchFunctionMode):
     """Tags tensors with their receptive field during one forward pass and records each module call."""
 
-    def __init__(self, model: nn.Module, *, progress: Progress | None, should_stop: ShouldStop | None):
+    def __init__(self, model: nn.Module, *, progress: ProgressFn | None, should_stop: StopFn | None):
         super().__init__()
         self.fields = WeakIdKeyDictionary()
         self.failure: str | None = None

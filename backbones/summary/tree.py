@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import CancelledError
 from backbones.summary.derivations import derive, derive_receptive_field
 from backbones.summary.geometry import read_window
 from backbones.summary.rows import LayerRow, ModelSummary
-from backbones.summary.tracer import INPUT_FIELD, Field, Progress, ShouldStop, Tracer, Untraced
+from backbones.summary.tracer import INPUT_FIELD, Field, Tracer, Untraced
 
 TRANSFORMER_NOTE = "does not apply: self-attention mixes every position (transformer)"
 WHOLE_NOTE = "whole input: every element sees the entire image (global pooling or flatten)"
@@ -42,8 +43,8 @@ def summarize_module(
     architecture: str,
     input_size: tuple[int, int, int],
     transformer: bool,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> ModelSummary:
     """Run ``model`` once on a ``(1, *input_size)`` batch (zeros, or empty on the meta device) and summarise it.
 

@@ -31,7 +31,6 @@ from backbones.zoo.bundled import bundled_weights_path, load_bundled_into
 from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
 from backbones.zoo.checkpoints import read_state_dict
 
-STATUSES = ("bundled", "cached", "downloadable", "none")
 
 
 @dataclass(frozen=True)

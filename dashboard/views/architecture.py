@@ -32,7 +32,7 @@ def render(option: str, slot: str) -> None:
     m1, m2, m3 = st.columns(3)
     m1.metric("Parameters", f"{s.total_params:,}")
     m2.metric("Trainable", f"{s.trainable_params:,}")
-    m3.metric("MACs (mult-adds)", f"{s.total_mult_adds / 1e9:.3f} G")
+    m3.metric("MACs", f"{s.total_mult_adds / 1e9:.3f} G")
     st.caption(f"input {' × '.join(map(str, s.input_size))}; MACs from torchinfo (1 MAC = 2 FLOPs)")
 
     f1, f2 = st.columns([1, 2])

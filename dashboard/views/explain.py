@@ -80,7 +80,7 @@ with right:
     st.image(over, caption=components.md(exp.title), width="stretch")
 peak = exp.peak
 st.caption(
-    f"Target: **{exp.target.label}** (class {exp.target.index}, p = {exp.target.prob:.1%})"
+    f"Target: **{components.md(exp.target.label)}** (class {exp.target.index}, p = {exp.target.prob:.1%})"
     + (f" · peak at row {peak[0]}, column {peak[1]}" if peak else " · empty map: the class score does not depend on this layer positively")
     + " · outside the model's centre crop the map is 0."
 )

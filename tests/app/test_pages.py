@@ -86,7 +86,8 @@ def test_explain_shows_a_cam_for_the_sample_photo(app):
     assert not errors(app)
     assert app.selectbox(key="explain_layer_efficientnet_lite0").value == "bn2"
     captions = " ".join(c.value for c in app.caption)
-    assert "Target: **military uniform**" in captions or "Target:" in captions
+    # Lite0's top-1 for the Grace Hopper photo (bundled weights): the CAM explains that class by default.
+    assert "Target: **academic gown** (class 400" in captions
     app.selectbox(key="explain_method").set_value("saliency").run()
     no_exception(app)
     assert not errors(app)

@@ -79,7 +79,10 @@ def test_features_json_and_grid(capsys, tmp_path, grace_hopper):
     assert len(doc["channels"]) == 4
     means = [c["mean"] for c in doc["channels"]]
     assert means == sorted(means, reverse=True)
-    assert grid.stat().st_size > 0
+    with Image.open(grid) as img:  # a real PNG with one tile per channel asked for (4 tiles in a row or a grid)
+        assert img.format == "PNG" and img.width >= 4 * 32 // 2 and img.height >= 32
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 16  # feature maps, not a blank image
 
 
 def test_layers_and_methods_listings(capsys):

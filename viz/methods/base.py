@@ -20,13 +20,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError, CancelledError
 from backbones.inference.logits import logits_of
 from viz.inputs import get_device_dtype
 from viz.targets import check_index, rank_classes
-
-Progress = Callable[[int, int, str], None]
-ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class Attribution:
     probs: torch.Tensor
 
 
-def check_stop(should_stop: ShouldStop | None) -> None:
+def check_stop(should_stop: StopFn | None) -> None:
     """Raise :class:`~backbones.errors.CancelledError` when ``should_stop()`` says so."""
     if should_stop is not None and should_stop():
         raise CancelledError("explanation cancelled")
@@ -125,8 +123,8 @@ class Method:
         model: nn.Module,
         layer: nn.Module | None = None,
         *,
-        progress: Progress | None = None,
-        should_stop: ShouldStop | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
     ):
         if self.info.uses_layer and layer is None:
             raise BackboneError(f"{self.info.title} needs a layer")

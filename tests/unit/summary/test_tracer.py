@@ -160,7 +160,13 @@ def test_every_spatial_layer_has_a_receptive_field_across_the_catalog(name):
     first_conv = next(r for r in s.layers if r.type.startswith("Conv2d"))
     assert s.layers[0].receptive_field > first_conv.receptive_field >= 2
     assert s.layers[0].whole_input
-    assert s.spatial_layers()
+    spatial = s.spatial_layers()
+    # every spatial layer is a real 4-D map of this model (more than 1x1), named once
+    by_name = {r.name: r for r in s.layers}
+    assert spatial and len(set(spatial)) == len(spatial)
+    assert all(len(by_name[n].output_shape) == 4 and by_name[n].output_shape[2] * by_name[n].output_shape[3] > 1
+               for n in spatial)
+    assert first_conv.name in spatial
 
 
 def test_transformers_report_no_receptive_field():
