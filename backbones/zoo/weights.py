@@ -32,7 +32,6 @@ from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
 from backbones.zoo.checkpoints import read_state_dict
 
 
-
 @dataclass(frozen=True)
 class WeightsStatus:
     name: str
