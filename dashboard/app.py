@@ -11,9 +11,15 @@ VIEWS = Path(__file__).resolve().parent / "views"
 
 
 def pages() -> list:
-    """Every page, each served at its own URL path (a bookmarked /compare opens Compare)."""
+    """Every page, each served at its own URL path (a bookmarked /compare opens Compare).
+
+    Streamlit serves the default page only at the root URL, so Compare is there twice: hidden at ``/`` and
+    listed at ``/compare``.
+    """
+    compare = VIEWS / "compare.py"
     return [
-        st.Page(VIEWS / "compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare", default=True),
+        st.Page(compare, title="Compare", icon=":material/leaderboard:", url_path="home", default=True, visibility="hidden"),
+        st.Page(compare, title="Compare", icon=":material/leaderboard:", url_path="compare"),
         st.Page(VIEWS / "architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
         st.Page(VIEWS / "predict.py", title="Predict", icon=":material/label:", url_path="predict"),
         st.Page(VIEWS / "explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),

@@ -241,3 +241,11 @@ def uploaded_dataset(data: bytes, name: str):
 
     label = Path(name.replace("\\", "/")).name or "upload.zip"
     return read_dataset(unpack_dataset(data, label=label), name=Path(label).stem)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def colour_scale(left: str, right: str, width: int = 900):
+    """The heatmap colour scale as an image (drawn once per label pair)."""
+    from viz.overlay import colour_bar
+
+    return colour_bar(width, left_label=left, right_label=right, caption="heatmap colour scale")

@@ -163,3 +163,36 @@ def plot(fig: go.Figure, *, key: str | None = None) -> None:
             if attr in trace and trace[attr] is not None:
                 trace[attr] = _escape_values(trace[attr])
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")
+
+
+def styled_table(table):
+    """A DataFrame for st.dataframe with thousands separators, two decimals and "—" for missing values.
+
+    Parameter and MAC counts are whole numbers with separators (61,100,840), never raw integers or "None".
+    """
+    formats = {}
+    for column in table.columns:
+        kind = table[column].dtype.kind
+        if kind in "iu":
+            formats[column] = "{:,}"
+        elif kind == "f":
+            whole = table[column].dropna()
+            formats[column] = "{:,.0f}" if len(whole) and (whole == whole.round()).all() and whole.abs().max() >= 1000 else "{:,.2f}"
+    return table.style.format(formats, na_rep="—")
+
+
+def readable_axis(values) -> dict:
+    """Plotly x-axis settings a projector can be read from.
+
+    Over more than a decade: a log axis with ticks at 1-2-5 steps labelled as plain numbers (0.2, 0.5, 1, 2,
+    5, 10), never Plotly's unlabelled minor digits. Otherwise a linear axis.
+    """
+    import math
+
+    positive = [float(v) for v in values if v is not None and float(v) > 0]
+    if len(positive) < 2 or max(positive) / min(positive) < 10:
+        return {"type": "linear"}
+    lo, hi = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if min(positive) / 2.5 <= t <= max(positive) * 2.5]
+    return {"type": "log", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}

@@ -36,9 +36,24 @@ class CustomModel:
     num_classes: int
 
 
+def _linked_selection() -> list[str] | None:
+    """``?models=resnet50,efficientnet_lite0`` in a shared link: the catalog names it holds, in order."""
+    raw = st.query_params.get("models")
+    if not raw:
+        return None
+    names = []
+    for name in raw.split(","):
+        try:
+            names.append(get_entry(name.strip()).name)
+        except BackboneError:
+            continue  # a stale or mistyped name in a link is left out, not an error
+    return list(dict.fromkeys(names)) or None
+
+
 def init_session() -> None:
     ss = st.session_state
-    ss.setdefault(SELECTED, list(INITIAL_SELECTION))
+    if SELECTED not in ss:
+        ss[SELECTED] = _linked_selection() or list(INITIAL_SELECTION)
     ss.setdefault(CUSTOM, {})
     ss.setdefault(NOTICES, [])
 
@@ -129,8 +144,18 @@ def sync_picker(key: str, current: list[str]) -> None:
 
 
 def store_picker(key: str) -> None:
-    """The picker's on_change: its value becomes the canonical selection."""
+    """The picker's on_change: its value becomes the canonical selection, and the page's link reproduces it."""
     st.session_state[SELECTED] = list(st.session_state[key])
+    share_selection()
+
+
+def share_selection() -> None:
+    """Put the selected catalog models in the URL (``?models=...``), so a copied link opens the same view."""
+    names = [o for o in selected_models() if not o.startswith(CUSTOM_PREFIX)]
+    if names:
+        st.query_params["models"] = ",".join(names)
+    else:
+        st.query_params.pop("models", None)
 
 
 def flash(message: str) -> None:

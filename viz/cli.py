@@ -81,7 +81,7 @@ def cmd_cam(args) -> int:
     loaded = load_from_args(args)
     exp = explain(loaded, image, method=args.method, layer=args.layer, target=args.target)
     if args.out:
-        img = overlay_image(image, exp.heatmap, cmap=args.colormap, alpha=args.alpha)
+        img = overlay_image(image, exp.heatmap, cmap=args.colormap, alpha=args.alpha, crop_box=exp.crop_box)
         _write(args.out, lambda p: img.save(p, format="PNG"))
     if args.npy:
         _write(args.npy, lambda p: np.save(p, exp.heatmap.astype(np.float32), allow_pickle=False))

@@ -85,17 +85,36 @@ def overlay(
     alpha: float = 0.5,
     vmin: float = 0.0,
     vmax: float = 1.0,
+    crop_box: Sequence[float] | None = None,
+    dim: float = 0.6,
 ) -> np.ndarray:
     """Blend a heatmap onto an image: uint8 ``(H, W, 3)``.
 
     ``image`` is a PIL image or ``(H, W, 3)`` array; ``heatmap`` is resized to it
     if needed. ``alpha`` is the heatmap's opacity (0: the photo, 1: only colours).
+    With ``crop_box = (left, top, right, bottom)`` (the part of the photo the model saw), the rest is faded
+    towards white by ``dim`` and left without colours, and the box gets a dark outline, so the map's edge
+    reads as "the model did not see this" rather than as evidence.
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise BackboneError(f"opacity must be between 0 and 1, got {alpha}")
     rgb = _rgb_array(image)
     colours = colorize(_fit(heatmap, (rgb.shape[1], rgb.shape[0])), cmap=cmap, vmin=vmin, vmax=vmax)
     out = rgb.astype(np.float32) * (1.0 - alpha) + colours.astype(np.float32) * alpha
+    if crop_box is not None:
+        h, w = rgb.shape[:2]
+        left, top, right, bottom = (int(round(v)) for v in crop_box)
+        left, top = max(0, min(left, w)), max(0, min(top, h))
+        right, bottom = max(left, min(right, w)), max(top, min(bottom, h))
+        inside = np.zeros((h, w), dtype=bool)
+        inside[top:bottom, left:right] = True
+        faded = rgb.astype(np.float32) * (1.0 - dim) + 255.0 * dim
+        out = np.where(inside[..., None], out, faded)
+        t = max(2, round(min(h, w) / 200))  # outline thickness scales with the photo
+        if right - left < w or bottom - top < h:
+            for y0, y1, x0, x1 in ((top, top + t, left, right), (bottom - t, bottom, left, right),
+                                   (top, bottom, left, left + t), (top, bottom, right - t, right)):
+                out[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = (30, 30, 30)
     return np.round(out).astype(np.uint8)
 
 
@@ -147,6 +166,12 @@ def _text_lines(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[
 def font_height(font) -> int:
     """The pixel size of ``font``: the height of one line of its text."""
     return int(getattr(font, "size", 11))
+
+
+def colour_bar(width: int, *, cmap: str = "jet", left_label: str = "0", right_label: str = "1", caption: str = "",
+               font_size: int | None = None) -> Image.Image:
+    """A colour scale as an image: the ramp, its end labels and a caption (for pages and slides)."""
+    return _colour_bar(width, cmap, left_label, right_label, caption, load_font(font_size or max(12, width // 45)))
 
 
 def _colour_bar(width: int, cmap: str, left_label: str, right_label: str, caption: str, font) -> Image.Image:
@@ -235,8 +260,8 @@ def render_grid(
 
 
 def render_explanation(image, explanation, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
-    """One explanation blended onto its image (the same size as the image)."""
-    return overlay_image(image, explanation.heatmap, cmap=cmap, alpha=alpha)
+    """One explanation blended onto its image (the same size as the image), the model's crop outlined."""
+    return overlay_image(image, explanation.heatmap, cmap=cmap, alpha=alpha, crop_box=explanation.crop_box)
 
 
 def to_png_bytes(image) -> bytes:

@@ -100,12 +100,9 @@ if not measured.any():
         f"{plan.total_s if plan else 0:.0f} s): published figures are shown meanwhile."
     )
 
-st.dataframe(
-    table,
-    hide_index=True,
-    key="cmp_table",
-    column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if table[c].dtype.kind == "f"},
-)
+st.dataframe(components.styled_table(table), hide_index=True, key="cmp_table")
+if not measured.all():
+    st.caption("— : not measured on this machine yet for this device, batch size and thread count.")
 st.download_button(
     "Download table (CSV)",
     table.to_csv(index=False).encode(),
@@ -114,9 +111,9 @@ st.download_button(
     key="cmp_csv",
 )
 
-tab_scatter, tab_acc, tab_lat, tab_size = st.tabs(["Accuracy vs cost", "Accuracy", "Latency", "Size & compute"])
-
-with tab_scatter:
+@st.fragment
+def scatter(rows: list[dict]) -> None:
+    """Accuracy against a cost axis; switching the axis reruns only this chart."""
     x_choice = st.radio(
         "x axis",
         list(X_AXES),
@@ -132,17 +129,26 @@ with tab_scatter:
     else:
         fig = go.Figure()
         max_params = max((r["params_m"] or 0) for r in points) or 1
+
+        def bubble(r) -> float:
+            return 12 + 50 * ((r["params_m"] or 0) / max_params) ** 0.5
+
+        # Labels sit above each bubble, clear of it however large it is.
+        for r in points:
+            fig.add_annotation(
+                x=r[attr], y=r["published_top1"], text=components.plain_label(r["display_name"]), showarrow=False,
+                yshift=bubble(r) / 2 + 9, font=dict(size=13), xref="x", yref="y",
+            )
         for series in sorted({r["series"] for r in points}, key=lambda s: s != "measured here"):
             pts = [r for r in points if r["series"] == series]
             fig.add_trace(
                 go.Scatter(
                     x=[r[attr] for r in pts],
                     y=[r["published_top1"] for r in pts],
-                    mode="markers+text",
+                    mode="markers",
                     name=series,
                     text=[r["display_name"] for r in pts],
-                    textposition="top center",
-                    marker=dict(size=[12 + 50 * ((r["params_m"] or 0) / max_params) ** 0.5 for r in pts], opacity=0.65, line=dict(width=1)),
+                    marker=dict(size=[bubble(r) for r in pts], opacity=0.65, line=dict(width=1)),
                     customdata=[[r["params_m"] or 0] for r in pts],
                     hovertemplate="%{text}<br>x=%{x:.3g}<br>top-1=%{y:.2f}%<br>params=%{customdata[0]:.2f}M<extra>" + series + "</extra>",
                 )
@@ -163,12 +169,22 @@ with tab_scatter:
             height=520,
             xaxis_title=x_label,
             yaxis_title="ImageNet top-1 (%, published)",
-            xaxis_type="log" if x_choice != "latency" else "linear",
             legend=dict(orientation="h", y=-0.15),
             margin=dict(t=30),
+            font=dict(size=14),
         )
+        fig.update_xaxes(**components.readable_axis([r[attr] for r in points]))
+        if len(points) > 1:  # annotations do not widen the axis: room for the labels above the top bubble
+            ys = [r["published_top1"] for r in points]
+            fig.update_yaxes(range=[min(ys) - 2, max(ys) + 2.5])
         components.plot(fig, key="cmp_scatter")
         st.caption("Bubble area ∝ parameters. The dashed line joins the backbones no other beats on both axes.")
+
+
+tab_scatter, tab_acc, tab_lat, tab_size = st.tabs(["Accuracy vs cost", "Accuracy", "Latency", "Size & compute"])
+
+with tab_scatter:
+    scatter(rows)
 
 with tab_acc:
     acc = table.drop_duplicates("name")

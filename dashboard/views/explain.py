@@ -25,13 +25,13 @@ if not images:
     st.stop()
 name, data, image, info = images[0]
 
-c1, c2, c3 = st.columns([1.2, 1.2, 1])
+c1, c2 = st.columns(2)
 option = c1.selectbox("Backbone", runnable, format_func=state.display_name, key="explain_model")
 method = c2.selectbox(
     "Method", list(METHODS), format_func=lambda m: METHODS[m].title, key="explain_method",
     help="\n\n".join(f"**{m.title}** ({m.passes}): {m.description}" for m in METHODS.values()),
 )
-alpha = c3.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
+GRID_ALPHA = 0.5  # the grids below: the slider applies to the main overlay
 st.caption(f"{METHODS[method].description} Cost: {METHODS[method].passes}.")
 
 try:
@@ -72,19 +72,33 @@ except BackboneError as exc:
     components.show_error(exc)
     st.stop()
 
-left, right = st.columns(2)
-with left:
-    st.image(image, caption=components.md(f"{name} ({info.width}×{info.height})"), width="stretch")
-with right:
-    over = overlay_image(image, exp.heatmap, alpha=alpha)
-    st.image(over, caption=components.md(exp.title), width="stretch")
+
+
+@st.fragment
+def overlay_panel() -> None:
+    """The photo and its heatmap; moving the opacity slider reruns only this, never the model."""
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
+    left, right = st.columns(2)
+    with left:
+        st.image(image, caption=components.md(f"{name} ({info.width}×{info.height})"), width="stretch")
+    with right:
+        over = overlay_image(image, exp.heatmap, alpha=alpha, crop_box=exp.crop_box)
+        st.image(over, caption=components.md(exp.title), width="stretch")
+        st.image(
+            caches.colour_scale("0: no evidence for the class", "1: the strongest evidence in this image"),
+            width="stretch",
+        )
+    st.download_button("Download overlay (PNG)", to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
+
+
+overlay_panel()
 peak = exp.peak
 st.caption(
     f"Target: **{components.md(exp.target.label)}** (class {exp.target.index}, p = {exp.target.prob:.1%})"
     + (f" · peak at row {peak[0]}, column {peak[1]}" if peak else " · empty map: the class score does not depend on this layer positively")
-    + " · outside the model's centre crop the map is 0."
+    + " · colours are scaled to this map's own maximum; the faded area outside the outline is what the model's "
+    "centre crop left out (it never saw it)."
 )
-st.download_button("Download overlay (PNG)", to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
 
 tab_top5, tab_models, tab_features = st.tabs(["Top-5 classes", "Several backbones", "Feature maps"])
 
@@ -93,7 +107,7 @@ with tab_top5:
         try:
             with st.spinner("Explaining the top 5…"):
                 exps = caches.explanations_topk(option, key, data, name, method, layer, 5)
-            grid = render_grid(image, exps, normalize="joint", alpha=alpha, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
+            grid = render_grid(image, exps, normalize="joint", alpha=GRID_ALPHA, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
             st.image(grid, width="stretch")
             st.download_button("Download grid (PNG)", to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
         except BackboneError as exc:
@@ -115,7 +129,7 @@ with tab_models:
             except BackboneError as exc:
                 components.show_error(exc, prefix=f"{state.display_name(o)}: ")
         if exps:
-            grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=alpha, titles=titles, show_image=True)
+            grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=GRID_ALPHA, titles=titles, show_image=True)
             st.image(grid, width="stretch")
             st.download_button("Download figure (PNG)", to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
 
