@@ -166,19 +166,30 @@ def plot(fig: go.Figure, *, key: str | None = None) -> None:
 
 
 def styled_table(table):
-    """A DataFrame for st.dataframe with thousands separators, two decimals and "—" for missing values.
+    """A copy of ``table`` for st.dataframe: thousands separators, two decimals, "—" for missing values.
 
-    Parameter and MAC counts are whole numbers with separators (61,100,840), never raw integers or "None".
+    Parameter and MAC counts read 61,100,840, never raw integers; a column with missing values becomes
+    text (the grid would print "None"), a complete one stays numeric so it sorts as numbers.
     """
-    formats = {}
-    for column in table.columns:
-        kind = table[column].dtype.kind
-        if kind in "iu":
-            formats[column] = "{:,}"
-        elif kind == "f":
-            whole = table[column].dropna()
-            formats[column] = "{:,.0f}" if len(whole) and (whole == whole.round()).all() and whole.abs().max() >= 1000 else "{:,.2f}"
-    return table.style.format(formats, na_rep="—")
+    out = table.copy()
+    for column in out.columns:
+        values = out[column]
+        kind = values.dtype.kind
+        if kind not in "iuf":
+            continue
+        present = values.dropna()
+        whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()) and present.abs().max() >= 1000)
+        if values.isna().any() or whole:
+            fmt = "{:,.0f}" if whole else "{:,.2f}"
+            out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]
+    return out
+
+
+def table(frame, *, key: str, **kwargs) -> None:
+    """st.dataframe of :func:`styled_table`, remaining decimals shown with two places."""
+    shown = styled_table(frame)
+    formats = {c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns if shown[c].dtype.kind == "f"}
+    st.dataframe(shown, hide_index=True, key=key, column_config=formats, **kwargs)
 
 
 def readable_axis(values) -> dict:

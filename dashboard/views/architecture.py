@@ -93,7 +93,7 @@ def render(option: str, slot: str) -> None:
             for r in rows
         ]
     )
-    st.dataframe(components.styled_table(table), hide_index=True, height=320, key=f"arch_table_{slot}")
+    components.table(table, key=f"arch_table_{slot}", height=320)
 
     if rows:
         stepper(rows, slot)

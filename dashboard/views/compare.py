@@ -100,7 +100,7 @@ if not measured.any():
         f"{plan.total_s if plan else 0:.0f} s): published figures are shown meanwhile."
     )
 
-st.dataframe(components.styled_table(table), hide_index=True, key="cmp_table")
+components.table(table, key="cmp_table")
 if not measured.all():
     st.caption("— : not measured on this machine yet for this device, batch size and thread count.")
 st.download_button(
