@@ -52,9 +52,20 @@ def export_text(rows: list[StoredResult], *, machine: str, exported: str) -> str
         "version": EXPORT_VERSION,
         "exported": exported,
         "machine": machine,
-        "results": [{k: v for k, v in r.to_dict().items() if k != "id"} for r in rows],
+        "results": [_shareable(r.to_dict()) for r in rows],
     }
     return json.dumps(json_safe(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+#: Payload fields that describe this machine's disk and never leave it (rows stored before they were dropped).
+PRIVATE_PAYLOAD_FIELDS = ("dataset_path",)
+
+
+def _shareable(row: dict) -> dict:
+    out = {k: v for k, v in row.items() if k != "id"}
+    if isinstance(out.get("payload"), dict):
+        out["payload"] = {k: v for k, v in out["payload"].items() if k not in PRIVATE_PAYLOAD_FIELDS}
+    return out
 
 
 def rows_from_json(text: str, name: str, *, source: str | None, now: str) -> list[tuple]:

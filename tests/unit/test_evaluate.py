@@ -392,3 +392,22 @@ def test_unpack_uploaded_zip(photos, tmp_path):
     assert ds.classes == ("daisy", "military_uniform", "palace") and len(ds.samples) == 11
     with pytest.raises(DatasetError, match="not a zip archive"):
         unpack_dataset(b"PK but not really", dest=tmp_path / "y")
+
+
+def test_server_paths_are_neither_stored_nor_exported(photos, tmp_path, lite0):
+    import json as _json
+
+    from backbones.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    result = evaluate_dataset(lite0, photos, limit=3)
+    save_evaluation(result, store=store)
+    assert "dataset_path" not in store.query(kind="evaluation")[0].payload
+    # a row stored by an older version still carries the path: the export drops it
+    old = result.to_store_payload() | {"dataset_path": str(photos)}
+    store.add("evaluation", result.model, old)
+    out = tmp_path / "export.json"
+    store.export_json(out)
+    text = out.read_text()
+    assert str(photos) not in text and "dataset_path" not in text
+    assert len(_json.loads(text)["results"]) == 2
