@@ -228,9 +228,10 @@ def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]
 
 
 def seed_logs() -> list[tuple[str, bytes]]:
-    """The seed notes' training logs shipped with the tests, for a one-click demo."""
-    root = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
-    return [(p.name, p.read_bytes()) for p in sorted(root.glob("*")) if p.is_file()] if root.is_dir() else []
+    """The demo training logs shipped with the library (raw files); ``demo_runs()`` gives them named runs."""
+    from backbones.data.logs import demo_logs
+
+    return demo_logs()
 
 
 @st.cache_data(show_spinner="Unpacking…", max_entries=8)

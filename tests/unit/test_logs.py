@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from backbones.data.logs import Epoch, Run, classify_metric, parse_text_log, read_log, read_logs, read_tensorboard
+from backbones.data.logs.demo import DEMO_FOLDER
 from backbones.errors import LogFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
-SEED = DATA / "seed_003_group_meeting.md"  # /work/shared/seeds/003_ca817109490b3cd2.txt, verbatim
+SEED = DEMO_FOLDER / "seed_003_group_meeting.md"  # /work/shared/seeds/003_ca817109490b3cd2.txt, verbatim
 REPO = Path(__file__).resolve().parents[2]
 
 

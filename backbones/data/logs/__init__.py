@@ -34,16 +34,18 @@ keep what parses and count the rest in ``Run.skipped_lines``.
 
 Modules: ``runs`` (the :class:`Run` and :class:`Epoch` types every parser returns),
 ``metrics`` (the metric-name classifier), one parser per format (``text_log``,
-``csv_log``, ``tensorboard_log``) and ``reader`` (:func:`read_log` / :func:`read_logs`,
-which pick the parser).
+``csv_log``, ``tensorboard_log``), ``reader`` (:func:`read_log` / :func:`read_logs`,
+which pick the parser) and ``demo`` (:func:`demo_runs`: the seed notes' group-meeting logs,
+shipped as package data in ``demo/``, with names a user understands: ``"demo · VGG19"``).
 """
 
 from __future__ import annotations
 
 from backbones.data.logs.csv_log import parse_csv_log
+from backbones.data.logs.demo import demo_logs, demo_runs
 from backbones.data.logs.metrics import classify_metric
 from backbones.data.logs.reader import MAX_LOG_BYTES, parse_log_text, read_log, read_logs
-from backbones.data.logs.runs import FIELDS, Best, Epoch, Run, summarize_runs
+from backbones.data.logs.runs import FIELDS, Best, Epoch, Run, summarize_runs, usual_step
 from backbones.data.logs.tensorboard_log import read_tensorboard
 from backbones.data.logs.text_log import MAX_LINE_CHARS, parse_text_log
 
@@ -55,6 +57,8 @@ __all__ = [
     "Epoch",
     "Run",
     "classify_metric",
+    "demo_logs",
+    "demo_runs",
     "parse_csv_log",
     "parse_log_text",
     "parse_text_log",
@@ -62,4 +66,5 @@ __all__ = [
     "read_logs",
     "read_tensorboard",
     "summarize_runs",
+    "usual_step",
 ]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -80,11 +81,26 @@ class Run:
     def has(self, field_name: str) -> bool:
         return any(getattr(e, field_name) is not None for e in self.epochs)
 
-    def series(self, field_name: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
-        """``(epochs, values)`` of one field, leaving out epochs without it (for plotting)."""
+    def series(
+        self, field_name: str, *, break_gaps: bool = False
+    ) -> tuple[tuple[int | None, ...], tuple[float | None, ...]]:
+        """``(epochs, values)`` of one field, leaving out epochs without it (for plotting).
+
+        With ``break_gaps``, a ``None`` is put into both tuples wherever two consecutive epochs lie further
+        apart than the series' usual step (:func:`usual_step`), so a chart breaks the line there instead of
+        drawing one straight segment across epochs the log does not have (the seed notes jump 49 -> 92).
+        """
         if field_name not in FIELDS and field_name != "gap":
             raise LogFormatError(f"unknown field {field_name!r}; one of {', '.join(FIELDS + ('gap',))}")
         pairs = [(e.epoch, getattr(e, field_name)) for e in self.epochs if getattr(e, field_name) is not None]
+        if break_gaps:
+            step = usual_step([p[0] for p in pairs])
+            broken: list[tuple[int | None, float | None]] = []
+            for i, pair in enumerate(pairs):
+                if i and pair[0] - pairs[i - 1][0] > step:
+                    broken.append((None, None))
+                broken.append(pair)
+            pairs = broken
         return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
     @property
@@ -161,6 +177,17 @@ class Run:
             "skipped_lines": self.skipped_lines,
             "notes": list(self.notes),
         }
+
+
+def usual_step(epochs: Sequence[int]) -> int:
+    """The most common difference between consecutive epochs (the smaller on a tie; 1 for under two epochs).
+
+    A log written every 5 epochs has step 5 and no gaps; one that goes 40, 41, ..., 49, 92 has step 1.
+    """
+    diffs = Counter(b - a for a, b in zip(epochs, epochs[1:]) if b > a)
+    if not diffs:
+        return 1
+    return min(diffs, key=lambda d: (-diffs[d], d))
 
 
 def summarize_runs(runs: Iterable[Run]) -> list[dict]:
