@@ -10,7 +10,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from backbones.errors import BackboneError
@@ -86,6 +87,26 @@ def prune_least_recently_used(folder: Path, max_bytes: int, *, keep: Iterable[Pa
         total -= size
         removed.append(p)
     return removed
+
+
+@contextmanager
+def building_folder(dest: Path, *, prefix: str = ".building-") -> Iterator[Path]:
+    """A fresh temporary folder beside ``dest`` to fill; renamed to ``dest`` when the block succeeds.
+
+    All or nothing: a failure (a bad archive member, a full disk) removes the temporary folder, so ``dest``
+    either does not exist or is complete. The dot ``prefix`` keeps it safe from
+    :func:`prune_least_recently_used` while it is being written. Renaming onto a ``dest`` another process
+    finished first raises ``OSError``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+    try:
+        yield tmp
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def allowed_suffix(original_name: str, allowed: Iterable[str]) -> str:

@@ -250,3 +250,12 @@ def colour_scale(left: str, right: str, width: int = 900):
     from viz.overlay import colour_bar
 
     return colour_bar(width, left_label=left, right_label=right, caption="heatmap colour scale")
+
+
+@st.cache_data(show_spinner="Preparing the built-in sample…")
+def sample_dataset():
+    """The built-in labelled sample (real photos from installed packages, 3 classes × 5) as a Dataset."""
+    from backbones.data.datasets import read_dataset
+    from backbones.data.sample import sample_dataset as build
+
+    return read_dataset(build(), name="built-in sample")

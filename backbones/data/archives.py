@@ -17,16 +17,14 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import stat
-import tempfile
 import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from backbones.errors import DatasetError
-from backbones.paths import cache_dir, folder_quota_bytes, prune_least_recently_used, touch
+from backbones.paths import building_folder, cache_dir, folder_quota_bytes, prune_least_recently_used, touch
 from backbones.settings import env_number
 
 #: Archives whose members compress better than this are refused (zip bombs compress ~1000:1).
@@ -175,14 +173,8 @@ def unpack_archive(
         raise DatasetError(f"{label}: not a zip archive ({type(exc).__name__})") from exc
     with archive:
         plan = _plan(archive, label, limits)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=dest.parent))
-        try:
+        with building_folder(dest, prefix=".unpacking-") as tmp:
             _extract(archive, plan, tmp, label, limits)
-            os.rename(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return dest
 
 
