@@ -116,13 +116,23 @@ def sample_photos() -> dict[str, bytes]:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
-    """Top-k for one image and one model (``key`` and ``image_digest`` make the cache key)."""
+@st.cache_data(show_spinner=False, max_entries=256)
+def _top_classes(option: str, key: str, image_digest: str, data: bytes, name: str) -> list[dict]:
+    """The top :data:`MAX_TOPK` classes for one image and one model (``key`` and ``image_digest`` key the cache)."""
     from backbones.inference.predict import predict
 
     image, _ = decode_image(data, name)
     loaded = loaded_model(option)
-    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=topk)[0].topk]
+    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=MAX_TOPK)[0].topk]
+
+
+#: The most classes a page shows; one forward pass serves every smaller top-k.
+MAX_TOPK = 10
+
+
+def predictions(option: str, key: str, image_digest: str, data: bytes, name: str, topk: int = 5) -> list[dict]:
+    """Top-k for one image and one model; changing k re-slices the cached top 10, it never reruns the model."""
+    return _top_classes(option, key, image_digest, data, name)[:topk]
 
 
 def available_devices() -> list[str]:
@@ -227,11 +237,12 @@ def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]
     return runs, errors
 
 
-def seed_logs() -> list[tuple[str, bytes]]:
-    """The demo training logs shipped with the library (raw files); ``demo_runs()`` gives them named runs."""
-    from backbones.data.logs import demo_logs
+@st.cache_data(show_spinner=False)
+def demo_runs() -> list:
+    """The demo training runs shipped with the library, named for a user ("demo · VGG19")."""
+    from backbones.data.logs import demo_runs as read
 
-    return demo_logs()
+    return read()
 
 
 @st.cache_data(show_spinner="Unpacking…", max_entries=8)
@@ -259,3 +270,11 @@ def sample_dataset():
     from backbones.data.sample import sample_dataset as build
 
     return read_dataset(build(), name="built-in sample")
+
+
+@st.cache_data(show_spinner="Evaluating on the built-in sample…", max_entries=16)
+def sample_evaluation(option: str, key: str):
+    """``option`` scored on the built-in sample (not stored: the sample is a demonstration, not a benchmark)."""
+    from backbones.data.evaluation import evaluate_dataset
+
+    return evaluate_dataset(loaded_model(option), sample_dataset())

@@ -21,12 +21,17 @@ if not runnable:
     st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled) or your checkpoint.")
     st.stop()
 
+SAMPLE, UPLOAD, SERVER = "built-in sample", "upload a .zip", "a folder on the server"
+source = st.radio(
+    "Dataset", [SAMPLE, UPLOAD, *([SERVER] if roots else [])], horizontal=True, key="eval_source",
+    help="The built-in sample: 15 real photos that ship with installed packages (military uniform, palace, daisy).",
+)
 c1, c2 = st.columns(2)
-archive = c1.file_uploader("Dataset (.zip of class folders)", type=["zip"], key="eval_zip")
+archive = c1.file_uploader("Dataset (.zip of class folders)", type=["zip"], key="eval_zip") if source == UPLOAD else None
 # Server paths are off unless the administrator opened data folders (BACKBONES_DATA_ROOTS).
 local = (
     c2.text_input("…or a folder / CSV in the server's data folders", key="eval_path", placeholder=f"{roots[0]}/animals")
-    if roots
+    if source == SERVER
     else ""
 )
 c3, c4, c5 = st.columns(3)
@@ -36,7 +41,9 @@ limit = c5.number_input("At most this many images (0 = all)", 0, 100000, 0, key=
 
 dataset = None
 try:
-    if archive is not None:
+    if source == SAMPLE:
+        dataset = caches.sample_dataset()
+    elif archive is not None:
         dataset = caches.uploaded_dataset(archive.getvalue(), archive.name)
     elif local.strip():
         dataset = actions.server_dataset(local)
@@ -60,7 +67,14 @@ if go_clicked:
     bar.progress(1.0, text="Done; results saved and shown on Compare as 'accuracy on <dataset>'.")
     state.set_eval_results(results)
 
-for option, r in state.eval_results():
+shown = state.eval_results()
+if not shown and source == SAMPLE and chosen:
+    # A first visit shows a whole result at once: the first backbone on the built-in sample (not stored).
+    try:
+        shown = [(chosen[0], caches.sample_evaluation(chosen[0], caches.model_key(chosen[0])))]
+    except BackboneError as exc:
+        components.show_error(exc)
+for option, r in shown:
     st.subheader(components.md(f"{state.display_name(option)} on {r.dataset}"))
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Top-1", f"{r.top1:.1%}", f"error {r.top1_error:.1%}", delta_color="off")

@@ -14,18 +14,15 @@ st.caption(
 )
 
 uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
-use_seed = st.toggle("Include the seed notes' logs (VGG19, NIN, GoogLeNet, ResNet on the animal dataset)", value=not uploads, key="train_seed")
+use_demo = st.toggle("Include the demo runs (VGG19, NIN, GoogLeNet, ResNet on the seed notes' animal dataset)", value=not uploads, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
-if use_seed:
-    files += [(n, d) for n, d in caches.seed_logs() if n.startswith("seed_")]
-if not files:
-    st.info("Upload one or more training logs.")
-    st.stop()
-
-runs, problems = caches.training_runs(tuple(files))
+runs, problems = caches.training_runs(tuple(files)) if files else ([], [])
+if use_demo:
+    runs = [*runs, *caches.demo_runs()]
 for message in problems:
-    st.error(message, icon=":material/error:")
+    st.error(components.md(message), icon=":material/error:")
 if not runs:
+    st.info("Upload one or more training logs, or include the demo runs.")
     st.stop()
 
 st.markdown("**Name the runs**")
@@ -50,9 +47,10 @@ if not summary.empty:
 for field, title, percent in [("loss", "Loss", False), ("train_acc", "Train accuracy", True), ("test_acc", "Test accuracy", True), ("gap", "Overfitting gap (train − test accuracy)", True)]:
     fig = go.Figure()
     for r in shown:
-        x, y = r.series(field)
-        if y:
-            fig.add_scatter(x=list(x), y=[v * 100 for v in y] if percent else list(y), mode="lines+markers", name=r.name)
+        x, y = r.series(field, break_gaps=True)  # a log that skips epochs gets a gap, not a made-up line
+        if any(v is not None for v in y):
+            values = [None if v is None else (v * 100 if percent else v) for v in y]
+            fig.add_scatter(x=list(x), y=values, mode="lines+markers", name=r.name, connectgaps=False)
     if fig.data:
         fig.update_layout(title=title, height=330, margin=dict(t=40), xaxis_title="epoch", yaxis_title="%" if percent else field, legend=dict(orientation="h", y=-0.25))
         components.plot(fig, key=f"train_{field}")
