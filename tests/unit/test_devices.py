@@ -209,4 +209,6 @@ def test_maps_agree_on_cpu_and_cuda(method, grace_hopper):
     on_cpu = explain(load_model("efficientnet_lite0", device="cpu"), image, method=method)
     on_gpu = explain(load_model("efficientnet_lite0", device="cuda"), image, method=method)
     assert on_gpu.target.index == on_cpu.target.index
-    np.testing.assert_allclose(on_gpu.heatmap, on_cpu.heatmap, atol=2e-3)
+    # cuDNN convolutions may use TF32 (PyTorch's default): about 3 decimal digits, hence 1% of the peak.
+    np.testing.assert_allclose(on_gpu.heatmap, on_cpu.heatmap, atol=1e-2)
+    assert np.corrcoef(on_gpu.heatmap.ravel(), on_cpu.heatmap.ravel())[0, 1] > 0.99
