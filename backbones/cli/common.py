@@ -11,7 +11,7 @@ from backbones.zoo.catalog import DEFAULT_MODEL
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """``--model``, ``--weights``, ``--checkpoint``, ``--classes``."""
+    """``--model``, ``--weights``, ``--checkpoint``, ``--classes``, ``--device``."""
     parser.add_argument(
         "--model", "-m", default=None if required else DEFAULT_MODEL, required=required,
         help=f"catalog name (default {DEFAULT_MODEL}); see `python -m backbones list`",
@@ -19,15 +19,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = Fal
     parser.add_argument("--weights", default="default", help="weights name, 'default' or 'none' (untrained)")
     parser.add_argument("--checkpoint", default=None, help="your fine-tuned checkpoint (.pth/.pt/.bin/.safetensors)")
     parser.add_argument("--classes", default=None, help="class names for --checkpoint (.txt one per line, or .json)")
+    parser.add_argument(
+        "--device", default="auto",
+        help="auto (default: the GPU when PyTorch sees one), cpu, cuda, cuda:N or mps",
+    )
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace, *, device=None):
+    """The model the arguments name, on ``device`` (default: ``--device``)."""
     from backbones.errors import BackboneError
     from backbones.zoo.models import load_model
 
     if args.classes and not args.checkpoint:
         raise BackboneError("--classes goes with --checkpoint")
-    return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes)
+    return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes,
+                      device=args.device if device is None else device)
 
 
 def emit_json(obj) -> None:

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N images, spread over the classes")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes decoding images (default: from the CPU count; 0 decodes in this process)")
+    p.add_argument("--amp", nargs="?", const="bf16", default=None, choices=("bf16", "fp16"),
+                   help="mixed precision on cuda: autocast to bf16 (the default with --amp) or fp16")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on most GPUs)")
     p.add_argument("--no-store", action="store_true", help="do not save the result in the results store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_eval)
@@ -70,13 +75,27 @@ def read_dataset_argument(text: str):
 
 
 def cmd_eval(args) -> int:
-    from backbones.data.evaluation import evaluate_dataset, save_evaluation
+    """Under ``torchrun`` every process evaluates its share; rank 0 alone prints and stores the whole result."""
+    from backbones.data.distributed import process_group
+    from backbones.data.evaluation import evaluate_dataset
 
     dataset = read_dataset_argument(args.dataset)  # before loading the model: a wrong path fails fast
-    loaded = load_from_args(args)
-    result = evaluate_dataset(
-        loaded, dataset, batch_size=args.batch_size, limit=args.limit, progress=ProgressPrinter()
-    )
+    with process_group(args.device) as (device, launch):
+        main = launch is None or launch.is_main
+        loaded = load_from_args(args, device=device)
+        result = evaluate_dataset(
+            loaded, dataset, batch_size=args.batch_size, limit=args.limit, workers=args.workers, amp=args.amp,
+            channels_last=args.channels_last, progress=ProgressPrinter(enabled=main),
+        )
+    if not main:
+        return 0
+    return print_evaluation(args, loaded, result)
+
+
+def print_evaluation(args, loaded, result) -> int:
+    """Store ``result`` (unless ``--no-store``) and print it: a table, or ``--json``."""
+    from backbones.data.evaluation import save_evaluation
+
     if not loaded.trained and not args.no_store:
         # Chance-level accuracy of random weights does not belong beside published figures.
         print("note: untrained weights: result not saved", file=sys.stderr)

@@ -65,10 +65,11 @@ def _warnings_on_stderr():
 
 
 def cmd_bench(args) -> int:
-    from backbones.measure import bench_models, resolve_device
+    from backbones.measure import bench_models
+    from backbones.measure.common import MEASURED_DEVICE_TYPES, resolve_device
     from backbones.results.store import ResultsStore
 
-    resolve_device(args.device)  # before anything slow: no GPU -> exit 2 at once
+    resolve_device(args.device, types=MEASURED_DEVICE_TYPES, purpose="measurements")  # before anything slow: no GPU -> exit 2 at once
     if args.runs is not None and args.runs < 1:
         raise BackboneError(f"--runs must be >= 1, got {args.runs}")
     if args.budget is not None and args.budget < 0:

@@ -54,6 +54,11 @@ def run(parser: argparse.ArgumentParser, argv=None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: still one line unless asked for the traceback
+        from backbones.inference.device import describe_out_of_memory, is_out_of_memory
+
+        if is_out_of_memory(exc):  # the user's choice of model, batch or device: advice, not a bug
+            print(f"error: {describe_out_of_memory(getattr(args, 'device', None) or 'the device')}", file=sys.stderr)
+            return 2
         if os.environ.get("BACKBONES_DEBUG"):
             raise
         first = (str(exc).splitlines() or [""])[0][:300]

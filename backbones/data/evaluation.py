@@ -8,10 +8,19 @@ Accuracy follows the seed notes' definitions: a top-1 error is an image whose mo
 confident class is not its true class; a top-5 error is one whose true class is not
 among the five most confident (with fewer than five classes, top-k uses all of them).
 Unreadable images are skipped and counted, never fatal.
+
+Images are decoded in DataLoader workers (:mod:`backbones.data.loading`) and run on
+the model's device; under ``torchrun`` each process scores its share and all of them
+return the single-process result (:mod:`backbones.data.distributed`). Counts,
+confusion and the per-image lists do not depend on how the work was split; the
+probabilities in ``misclassified`` are bit-identical when every process computes
+with the same number of threads and batches of the same size, and may otherwise
+differ in the last float digits, as kernels choose their algorithms by shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,13 +28,14 @@ from dataclasses import dataclass, field
 
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.classes import ClassMatch, is_imagenet, match_classes
-from backbones.data.datasets import Dataset, Skipped, read_dataset, select_samples
-from backbones.errors import CancelledError, DatasetError, ImageError
-from backbones.inference.images import load_image
+from backbones.data.datasets import Dataset, Sample, Skipped, read_dataset, select_samples
+from backbones.errors import BackboneError, CancelledError, DatasetError, DeviceError
 from backbones.inference.logits import logits_of
 
 #: The column of the confusion matrix that counts predictions outside the dataset's classes.
 OTHER = "other"
+#: ``amp`` choices: the autocast dtype's name in torch.
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 @dataclass(frozen=True)
 class Guess:
@@ -167,6 +177,89 @@ class EvaluationResult:
         return payload
 
 
+class _Tally:
+    """Counts for one evaluation, fed image by image in sample order (the same code for one process or many)."""
+
+    def __init__(self, matches: Mapping, categories: tuple[str, ...], matched_keys: list, skipped: Sequence[Skipped]):
+        self.matches = matches
+        self.categories = categories
+        # Dataset labels may share a display name (an index and a name for one class): keep them apart.
+        self.labels: list[str] = []
+        self.row_of: dict[str | int, int] = {}
+        for k in matched_keys:
+            name = matches[k].label
+            if name in self.labels:
+                name = f"{name} ({k})"
+            self.row_of[k] = len(self.labels)
+            self.labels.append(name)
+        self.column_of_output: dict[int, int] = {}
+        for k in matched_keys:
+            for i in matches[k].indices:
+                self.column_of_output.setdefault(i, self.row_of[k])
+        has_other = len(self.column_of_output) < len(categories)
+        self.columns = self.labels + ([OTHER] if has_other else [])
+        self.confusion = [[0] * len(self.columns) for _ in self.labels]
+        self.correct1 = [0] * len(self.labels)
+        self.correct5 = [0] * len(self.labels)
+        self.seen = [0] * len(self.labels)
+        self.skipped: list[Skipped] = list(skipped)
+        self.misclassified: list[Misclassified] = []
+
+    def add(self, sample: Sample, outcome: tuple[tuple[int, ...], tuple[float, ...]] | str) -> None:
+        """One image's top-k ``(indices, probabilities)``, or the reason it could not be read."""
+        if isinstance(outcome, str):
+            self.skipped.append(Skipped(sample.path, outcome))
+            return
+        idxs, vals = outcome
+        row = self.row_of[sample.label]
+        truth = set(self.matches[sample.label].indices)
+        self.seen[row] += 1
+        top1_ok = idxs[0] in truth
+        top5_ok = any(i in truth for i in idxs)
+        self.correct1[row] += top1_ok
+        self.correct5[row] += top5_ok
+        self.confusion[row][self.column_of_output.get(idxs[0], len(self.columns) - 1)] += 1
+        if not top1_ok:
+            guesses = tuple(Guess(int(i), self.categories[i], float(p)) for p, i in zip(vals, idxs))
+            self.misclassified.append(
+                Misclassified(sample.path, self.labels[row], self.categories[idxs[0]], guesses, top5_ok)
+            )
+
+    @property
+    def n(self) -> int:
+        return sum(self.seen)
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _progress_message(done: int, total: int, elapsed: float, tally: _Tally) -> str:
+    """``40/100 images, 12.5 images/s, ETA 0:05, top-1 so far 80.0%``."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    speed = f", {rate:.1f} images/s, ETA {_format_eta((total - done) / rate)}" if rate > 0 else ""
+    acc = f", top-1 so far {sum(tally.correct1) / tally.n:.1%}" if tally.n else ""
+    return f"{done}/{total} images{speed}{acc}"
+
+
+def _autocast(device, amp: str | None):
+    """Autocast to ``amp`` (bf16/fp16) on cuda; a no-op context without ``amp``."""
+    import torch
+
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise BackboneError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    if device.type != "cuda":
+        raise DeviceError(
+            f"mixed precision (amp) runs on cuda only, not {device}: on a CPU it is slower than float32 on most "
+            "processors; drop --amp or use --device cuda"
+        )
+    return torch.autocast("cuda", dtype=getattr(torch, AMP_DTYPES[amp]))
+
+
 def evaluate_dataset(
     loaded,
     dataset: Dataset | str | os.PathLike,
@@ -176,24 +269,44 @@ def evaluate_dataset(
     class_map: Mapping[str, str | int | Sequence[str | int]] | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    workers: int | None = None,
+    amp: str | None = None,
+    channels_last: bool = False,
 ) -> EvaluationResult:
     """Top-1/top-5 accuracy, per-class accuracy and confusion of ``loaded`` on ``dataset``.
 
-    ``loaded`` is a :class:`backbones.zoo.models.LoadedModel`; ``dataset`` a
-    :class:`Dataset` or a path for :func:`read_dataset`. Images are decoded,
-    preprocessed to ``(B, 3, H, W)`` and run ``batch_size`` at a time under the
-    model's lock. ``limit`` evaluates at most that many images, spread over the
-    classes. ``progress(done, total, message)`` is called after every batch;
-    ``should_stop()`` is checked before each batch and raises
-    :class:`CancelledError` when it returns true.
+    ``loaded`` is a :class:`backbones.zoo.models.LoadedModel` (on any device);
+    ``dataset`` a :class:`Dataset` or a path for :func:`read_dataset`. Images are
+    decoded and preprocessed to ``(B, 3, H, W)`` in ``workers`` DataLoader processes
+    (default :func:`~backbones.data.loading.default_workers`; 0: in this process; a
+    single batch is always decoded here) and run ``batch_size`` at a time on the
+    model's device under its lock and ``torch.inference_mode``: pinned memory and
+    non-blocking copies on cuda, autocast to ``amp`` (``"bf16"``/``"fp16"``, cuda only)
+    and ``channels_last`` (the model is converted in place and stays so) when asked.
+    ``limit`` evaluates at most that many images, spread over the classes.
+    ``progress(done, total, message)`` is called after every batch (the message
+    gives images/s and the ETA); ``should_stop()`` is checked before each batch and
+    raises :class:`CancelledError` when it returns true (nothing is kept).
+
+    While a ``torch.distributed`` process group is up (``torchrun``; see
+    :mod:`backbones.data.distributed`) this process scores every ``world``-th image,
+    the outcomes are gathered and every process returns what a single process would
+    (``progress`` then counts this process's share).
 
     Raises :class:`DatasetError` when no dataset class matches the model's
     classes or no image could be read.
     """
     import torch
 
+    from backbones.data.distributed import current_shard, gather_to_all
+    from backbones.data.loading import default_workers, make_loader
+
     if batch_size < 1:
         raise DatasetError(f"batch size must be at least 1, got {batch_size}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise DatasetError(f"workers must be 0 or more, got {workers!r}")
+    device = loaded.device
+    autocast = _autocast(device, amp)  # refused before any image is read
     ds = dataset if isinstance(dataset, Dataset) else read_dataset(dataset)
     started = time.perf_counter()
     categories = tuple(loaded.categories)
@@ -210,79 +323,59 @@ def evaluate_dataset(
     if any(isinstance(k, int) for k in matched_keys) and is_imagenet(categories):
         notes.append("integer labels were read as ImageNet class indices (0 = tench)")
 
-    # Dataset labels may share a display name (an index and a name for one class): keep them apart.
-    labels: list[str] = []
-    row_of: dict[str | int, int] = {}
-    for k in matched_keys:
-        name = matches[k].label
-        if name in labels:
-            name = f"{name} ({k})"
-        row_of[k] = len(labels)
-        labels.append(name)
-    column_of_output: dict[int, int] = {}
-    for k in matched_keys:
-        for i in matches[k].indices:
-            column_of_output.setdefault(i, row_of[k])
-    has_other = len(column_of_output) < len(categories)
-    columns = labels + ([OTHER] if has_other else [])
-    confusion = [[0] * len(columns) for _ in labels]
-    correct1 = [0] * len(labels)
-    correct5 = [0] * len(labels)
-    seen = [0] * len(labels)
-
+    tally = _Tally(matches, categories, matched_keys, ds.skipped)
     selected = select_samples(ds, limit)
     todo = [s for s in selected if matches[s.label].matched]
     excluded = len(selected) - len(todo)
-    total = len(todo)
+    rank, world = current_shard()
+    total = len(range(rank, len(todo), world))
     k = min(5, len(categories))
-    skipped: list[Skipped] = list(ds.skipped)
-    misclassified: list[Misclassified] = []
+    if workers is None:
+        workers = default_workers() if total > batch_size else 0
+    loader = make_loader(todo, loaded.preprocessing, batch_size=batch_size, workers=workers,
+                         pin_memory=device.type == "cuda", rank=rank, world=world)
+    if channels_last:
+        with loaded.lock:
+            loaded.model.to(memory_format=torch.channels_last)
+    outcomes: list[tuple[int, tuple[tuple[int, ...], tuple[float, ...]] | str]] = []
     done = 0
     if progress:
-        progress(0, total, f"evaluating {loaded.name} on {ds.name}: {total} images")
-    for start in range(0, total, batch_size):
+        share = f" (this process's share: {world} processes)" if world > 1 else ""
+        progress(0, total, f"evaluating {loaded.name} on {ds.name}: {total} images{share}")
+    loop_started = time.perf_counter()
+    for batch in loader:
         if should_stop is not None and should_stop():
             raise CancelledError(f"evaluation cancelled after {done} of {total} images")
-        batch = todo[start : start + batch_size]
-        images, kept = [], []
-        for s in batch:
-            try:
-                images.append(load_image(s.path))
-                kept.append(s)
-            except ImageError as exc:
-                skipped.append(Skipped(s.path, str(exc)))
-        if images:
-            with loaded.lock, torch.inference_mode():
-                x = loaded.preprocessing.batch(images)
+        scored: list[tuple[int, tuple[tuple[int, ...], tuple[float, ...]] | str]] = list(batch.skipped)
+        if batch.images is not None:
+            x = batch.images.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with loaded.lock, torch.inference_mode(), autocast:
                 logits = logits_of(loaded.model(x))
-                probs = torch.softmax(logits.float(), dim=1)
-                values, indices = probs.topk(k, dim=1)
-            for s, vals, idxs in zip(kept, values.tolist(), indices.tolist()):
-                m = matches[s.label]
-                row = row_of[s.label]
-                truth = set(m.indices)
-                seen[row] += 1
-                top1_ok = idxs[0] in truth
-                top5_ok = any(i in truth for i in idxs)
-                correct1[row] += top1_ok
-                correct5[row] += top5_ok
-                col = column_of_output.get(idxs[0], len(columns) - 1)
-                confusion[row][col] += 1
-                if not top1_ok:
-                    guesses = tuple(Guess(int(i), categories[i], float(p)) for p, i in zip(vals, idxs))
-                    misclassified.append(Misclassified(s.path, labels[row], categories[idxs[0]], guesses, top5_ok))
-        done += len(batch)
+            with torch.inference_mode():
+                values, indices = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
+            scored += [(i, (tuple(idxs), tuple(vals)))
+                       for i, vals, idxs in zip(batch.indices, values.cpu().tolist(), indices.cpu().tolist())]
+        for i, outcome in sorted(scored, key=lambda pair: pair[0]):
+            tally.add(todo[i], outcome)
+            outcomes.append((i, outcome))
+        done += batch.size
         if progress:
-            n_so_far = sum(seen)
-            acc = f", top-1 so far {sum(correct1) / n_so_far:.1%}" if n_so_far else ""
-            progress(done, total, f"{done}/{total} images{acc}")
-    n = sum(seen)
+            progress(done, total, _progress_message(done, total, time.perf_counter() - loop_started, tally))
+    if world > 1:
+        # Every process re-tallies everyone's outcomes in sample order: the single-process result.
+        tally = _Tally(matches, categories, matched_keys, ds.skipped)
+        for i, outcome in sorted((o for part in gather_to_all(outcomes) for o in part), key=lambda pair: pair[0]):
+            tally.add(todo[i], outcome)
+    n = tally.n
     if n == 0:
-        first = skipped[-1].reason if skipped else "no images"
+        first = tally.skipped[-1].reason if tally.skipped else "no images"
         raise DatasetError(f"{ds.name}: no image could be read ({first})")
     elapsed = time.perf_counter() - started
+    labels, seen = tally.labels, tally.seen
     # Classes whose every image was unreadable have no accuracy: drop their rows, keep the columns.
-    per_class = tuple((labels[i], correct1[i] / seen[i]) for i in range(len(labels)) if seen[i])
+    per_class = tuple((labels[i], tally.correct1[i] / seen[i]) for i in range(len(labels)) if seen[i])
     per_class_n = tuple((labels[i], seen[i]) for i in range(len(labels)) if seen[i])
     return EvaluationResult(
         model=loaded.name,
@@ -292,20 +385,20 @@ def evaluate_dataset(
         weights=loaded.weights,
         checkpoint=loaded.checkpoint,
         n=n,
-        skipped=len(skipped),
-        top1=sum(correct1) / n,
-        top5=sum(correct5) / n,
+        skipped=len(tally.skipped),
+        top1=sum(tally.correct1) / n,
+        top5=sum(tally.correct5) / n,
         topk=k,
         labels=tuple(labels),
         per_class=per_class,
         per_class_n=per_class_n,
-        confusion=tuple(tuple(r) for r in confusion),
-        confusion_columns=tuple(columns),
+        confusion=tuple(tuple(r) for r in tally.confusion),
+        confusion_columns=tuple(tally.columns),
         matches=tuple(matches[key] for key in ds.classes),
         unmatched=unmatched,
         excluded=excluded,
-        misclassified=tuple(misclassified),
-        skipped_files=tuple(skipped),
+        misclassified=tuple(tally.misclassified),
+        skipped_files=tuple(tally.skipped),
         elapsed_s=elapsed,
         images_per_second=n / elapsed if elapsed > 0 else float("nan"),
         notes=tuple(notes),

@@ -38,15 +38,19 @@ class Prediction:
 
 
 def class_probabilities(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
-    """Softmax probabilities, shape ``(N, num_classes)``, for RGB images."""
+    """Softmax probabilities, shape ``(N, num_classes)``, on the CPU, for RGB images.
+
+    Each batch is preprocessed on the CPU and runs on the model's device.
+    """
     if not images:
         raise BackboneError("no images given")
     out = []
+    device = loaded.device
     with torch.inference_mode():
         for start in range(0, len(images), MAX_BATCH):
-            batch = loaded.preprocessing.batch(list(images[start : start + MAX_BATCH]))
+            batch = loaded.preprocessing.batch(list(images[start : start + MAX_BATCH])).to(device)
             logits = logits_of(loaded.model(batch))
-            out.append(torch.softmax(logits.float(), dim=1))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out)
 
 

@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from backbones.callbacks import ProgressFn, StopFn  # noqa: F401  (re-exported by backbones.measure)
-from backbones.errors import BackboneError, DeviceError
+from backbones.errors import BackboneError
+
+# resolve_device is re-exported: measurements and benchmarks import it from here.
+from backbones.inference.device import model_device, resolve_device  # noqa: F401
+
+#: Devices a measurement can time: mps queues work without the synchronisation :func:`sync` waits for.
+MEASURED_DEVICE_TYPES = ("cpu", "cuda")
 
 
 class FairLock:
@@ -83,29 +89,6 @@ MEASUREMENT_LOCK = FairLock()
 
 
 
-def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
-    """``cpu`` or ``cuda[:N]``; :class:`DeviceError` (one line) when the device is not there."""
-    text = str(device if device is not None else "cpu").strip().lower()
-    try:
-        dev = torch.device(text)
-    except RuntimeError as exc:
-        raise DeviceError(f"unknown device {text!r}; use cpu or cuda") from exc
-    if dev.type == "cpu":
-        return torch.device("cpu")
-    if dev.type != "cuda":
-        raise DeviceError(f"device {text!r} is not supported for measurements; use cpu or cuda")
-    if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-        raise DeviceError(
-            f"cuda requested but no CUDA GPU is available on this machine (torch {torch.__version__}, "
-            f"{build}); use --device cpu"
-        )
-    index = dev.index or 0
-    if index >= torch.cuda.device_count():
-        raise DeviceError(f"{text} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device("cuda", index)
-
-
 def check_positive(name: str, value, *, allow_none: bool = False) -> None:
     """:class:`BackboneError` unless ``value`` is an integer >= 1 (or None where that is allowed)."""
     if value is None and allow_none:
@@ -149,15 +132,6 @@ def unwrap_model(model) -> tuple[nn.Module, contextlib.AbstractContextManager]:
     if not isinstance(model, nn.Module):
         raise BackboneError(f"cannot measure a {type(model).__name__}: expected a torch module or a loaded model")
     return model, contextlib.nullcontext()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model without tensors."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 
 from backbones.errors import BackboneError, CancelledError
 from backbones.measure.common import (
+    MEASURED_DEVICE_TYPES,
     MEASUREMENT_LOCK,
     StopFn,
     check_input_size,
@@ -126,7 +127,7 @@ def measure_latency(
     chunks of ``CUDA_CHUNK``, each timed with CUDA events, synchronising after every chunk.
     ``should_stop()`` is polled between runs (:class:`CancelledError`). The caller's model is not moved or changed.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, types=MEASURED_DEVICE_TYPES, purpose="measurements")
     size = check_input_size(input_size)
     check_positive("batch size", batch_size)
     check_positive("threads", threads, allow_none=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from backbones.errors import BackboneError
-from backbones.measure.common import resolve_device, sync
+from backbones.measure.common import MEASURED_DEVICE_TYPES, resolve_device, sync
 from backbones.settings import env_number
 
 #: Real networks reach about this fraction of a plain 3x3 convolution's rate (depthwise layers, pooling).
@@ -65,7 +65,7 @@ def machine_gmacs_per_second(device: str = "cpu") -> float:
     Takes neither the measurement lock nor a thread setting (both would make a page wait for, or disturb,
     another session's measurement); a few milliseconds of noise only moves an estimate.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, types=MEASURED_DEVICE_TYPES, purpose="measurements")
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(dev).eval()
     x = torch.randn(1, 64, 56, 56, device=dev)
     macs = 64 * 64 * 9 * 56 * 56

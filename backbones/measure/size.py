@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from backbones.measure.common import (
+    MEASURED_DEVICE_TYPES,
     MEASUREMENT_LOCK,
     check_input_size,
     check_positive,
@@ -168,7 +169,7 @@ def measure_size(
         stored = serialized_size(module)
         activation = method = None
         if input_size is not None:
-            dev = resolve_device(device)
+            dev = resolve_device(device, types=MEASURED_DEVICE_TYPES, purpose="measurements")
             size = check_input_size(input_size)
             check_positive("batch size", batch_size)
             with MEASUREMENT_LOCK:

@@ -16,6 +16,7 @@ import torch
 
 from backbones.errors import BackboneError, CancelledError
 from backbones.measure.common import (
+    MEASURED_DEVICE_TYPES,
     MEASUREMENT_LOCK,
     ProgressFn,
     StopFn,
@@ -141,7 +142,7 @@ def bench_model(
     from backbones.zoo.catalog import get_entry
     from backbones.zoo.models import build_architecture
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, types=MEASURED_DEVICE_TYPES, purpose="measurements")
     check_positive("threads", threads, allow_none=True)
     if isinstance(model, str):
         entry = get_entry(model)
@@ -224,7 +225,7 @@ def bench_models(
     for m in models:
         if isinstance(m, str):
             get_entry(m)
-    resolve_device(options.get("device", "cpu"))
+    resolve_device(options.get("device", "cpu"), types=MEASURED_DEVICE_TYPES, purpose="measurements")
     total = len(models)
     results: list[BenchmarkResult] = []
     for i, m in enumerate(models):

@@ -5,6 +5,7 @@
     loaded = load_model("resnet50", weights="none")              # untrained, offline
     loaded = load_model("efficientnet_lite0")                    # bundled ImageNet weights
     loaded = load_model("resnet50", checkpoint="flowers.pth", classes="flowers.txt")
+    loaded = load_model("efficientnet_lite0", device="cuda")      # on the GPU (``auto``: the GPU if any)
 
 The result carries the model (in eval mode), the preprocessing its weights
 expect, the class names and a lock for work that must not interleave (CAMs
@@ -18,9 +19,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from backbones.errors import CheckpointError
+from backbones.inference.device import model_device, resolve_device
 from backbones.inference.preprocessing import Preprocessing
 from backbones.zoo.architectures import build_architecture, build_empty, count_parameters, fit_state_dict
 from backbones.zoo.catalog import ModelEntry, get_entry, imagenet_categories
@@ -61,6 +64,11 @@ class LoadedModel:
     def num_classes(self) -> int:
         return len(self.categories)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs go there)."""
+        return model_device(self.model)
+
     def label(self, index: int) -> str:
         return self.categories[index] if 0 <= index < len(self.categories) else f"class {index}"
 
@@ -77,26 +85,30 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     classes: str | os.PathLike | list[str] | None = None,
     display_name: str | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> LoadedModel:
     """Build ``name`` and load weights: the default trained ones, a named set, none, or a checkpoint.
 
     ``classes`` (with ``checkpoint``) is a .txt/.json file or a list of names;
-    its length must equal the checkpoint's class count.
+    its length must equal the checkpoint's class count. ``device`` (``auto``, ``cpu``,
+    ``cuda[:N]``, ``mps``; see :func:`~backbones.inference.device.resolve_device`) is
+    where the model is put; it is checked before anything is built.
     """
+    dev = resolve_device(device)
     entry = get_entry(name)
     if checkpoint is not None:
-        return load_checkpoint(entry, checkpoint, classes=classes, display_name=display_name)
+        return load_checkpoint(entry, checkpoint, classes=classes, display_name=display_name, device=dev)
     info = resolve_weights(entry, weights)
     if info is None:
         return LoadedModel(
             name=entry.name,
             entry=entry,
-            model=build_architecture(entry),
+            model=build_architecture(entry).to(dev),
             preprocessing=entry.preprocessing,
             categories=imagenet_categories(),
             weights="none",
         )
-    model = load_trained(entry, info)
+    model = load_trained(entry, info).to(dev)
     return LoadedModel(
         name=entry.name,
         entry=entry,
@@ -113,13 +125,17 @@ def load_checkpoint(
     *,
     classes: str | os.PathLike | list[str] | None = None,
     display_name: str | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> LoadedModel:
-    """Load a user's fine-tuned checkpoint into a catalog architecture.
+    """Load a user's fine-tuned checkpoint into a catalog architecture, on ``device``.
 
     The class count is inferred from the classifier weight and the head replaced
     to match. Without ``classes``, 1000-class checkpoints use ImageNet names and
-    others ``class 0 .. class N-1``.
+    others ``class 0 .. class N-1``. The file is read with ``map_location="cpu"``
+    whatever device it was saved from (a GPU checkpoint loads on a CPU-only machine),
+    checked against the architecture there, then the model moves to ``device``.
     """
+    dev = resolve_device(device)
     entry = get_entry(entry) if isinstance(entry, str) else entry
     path = Path(checkpoint)
     state = read_state_dict(path)
@@ -139,7 +155,7 @@ def load_checkpoint(
     return LoadedModel(
         name=display_name or path.stem,
         entry=entry,
-        model=model.eval(),
+        model=model.eval().to(dev),
         preprocessing=entry.preprocessing,
         categories=tuple(names),
         weights="checkpoint",
