@@ -5,6 +5,9 @@
     python -m viz features IMG [--model M] [--layer L] [--top N] [--out grid.png] [--json]
     python -m viz layers [--model M] [--depth D] [--json]
     python -m viz methods [--json]
+    python -m viz faithfulness IMG [--model M] [--method METHOD] [--layer L] [--target T] [--steps N] [--seed S] [--json]
+    python -m viz sanity IMG [--model M] [--method METHOD] [--layer L] [--target T] [--seed S] [--max-steps N] [--json]
+    python -m viz pack IMG --models A B ... [--methods gradcam ...] [--target T] [--faithfulness] --out pack.zip
 
 User errors print ``error: <one line>`` on stderr and exit 2 (``backbones.cli.run``);
 ``--json`` prints exactly one JSON document on stdout.
@@ -30,11 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("cam", help="a heatmap of where the model looks for a class")
-    p.add_argument("image", metavar="IMG")
-    add_model_arguments(p)
-    p.add_argument("--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)")
-    p.add_argument("--layer", default=None, help="dotted layer name for the Grad-CAM methods (default: the model's last spatial layer)")
-    p.add_argument("--target", default=None, metavar="INDEX|LABEL", help="class index or label (default: the top-1 class)")
+    _add_explain_arguments(p, METHODS)
     p.add_argument("--out", default=None, metavar="PNG", help="write the heatmap blended onto the image")
     p.add_argument("--npy", default=None, metavar="NPY", help="write the heatmap: float32 (H, W) of the image, values in [0, 1]")
     p.add_argument("--colormap", default="jet", help=f"matplotlib colormap for --out (e.g. {', '.join(COLORMAPS[:4])})")
@@ -58,10 +57,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_layers)
 
+    p = sub.add_parser("faithfulness", help="deletion / insertion scores of a heatmap, beside a random map's")
+    _add_explain_arguments(p, METHODS)
+    p.add_argument("--steps", type=int, default=32, help="deletion / insertion steps (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random reference map and of tie order (default 0)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_faithfulness)
+
+    p = sub.add_parser("sanity", help="model-randomisation check: how the map changes as blocks are re-initialised")
+    _add_explain_arguments(p, METHODS)
+    p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisation (default 0)")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N blocks (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sanity)
+
+    p = sub.add_parser("pack", help="a slide pack: figures as 1920 px PNGs, numbers as CSV, settings.json, commands.sh")
+    p.add_argument("image", metavar="IMG")
+    p.add_argument("--models", nargs="+", required=True, metavar="M", help="catalog names")
+    p.add_argument("--weights", default="default", help="weights for every model: 'default' or 'none'")
+    p.add_argument("--methods", nargs="+", default=["gradcam"], metavar="METHOD", help="default gradcam")
+    p.add_argument("--target", default=None, metavar="INDEX|LABEL", help="class index or label (default: each model's top-1)")
+    p.add_argument("--faithfulness", action="store_true", help="add deletion / insertion scores (slower)")
+    p.add_argument("--steps", type=int, default=32, help="steps for --faithfulness (default 32)")
+    p.add_argument("--out", required=True, metavar="ZIP")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pack)
+
     p = sub.add_parser("methods", help="the attribution methods")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_methods)
     return parser
+
+
+def _add_explain_arguments(p: argparse.ArgumentParser, methods) -> None:
+    p.add_argument("image", metavar="IMG")
+    add_model_arguments(p)
+    p.add_argument("--method", default="gradcam", help=f"one of {', '.join(methods)} (default gradcam)")
+    p.add_argument("--layer", default=None, help="dotted layer name for the Grad-CAM methods (default: the model's last spatial layer)")
+    p.add_argument("--target", default=None, metavar="INDEX|LABEL", help="class index or label (default: the top-1 class)")
 
 
 def _write(path: str, write) -> None:
@@ -147,6 +180,99 @@ def cmd_methods(args) -> int:
         emit_json([m.to_dict() for m in methods])
         return 0
     print(format_table([[m.name, m.title, "yes" if m.uses_layer else "no", m.passes] for m in methods], ["method", "name", "layer", "cost"]))
+    return 0
+
+
+def cmd_faithfulness(args) -> int:
+    from backbones.inference.images import load_image
+    from viz.quality import score_faithfulness
+
+    image = load_image(args.image)
+    loaded = load_from_args(args)
+    f = score_faithfulness(loaded, image, method=args.method, layer=args.layer, target=args.target, steps=args.steps, seed=args.seed)
+    if args.json:
+        emit_json(f.to_dict())
+        return 0
+    where = f" at {f.layer}" if f.layer else ""
+    print(f"{loaded.describe()}: {f.method}{where}, target {f.target.label} (class {f.target.index}, p={f.target.prob:.3f})")
+    rows = [
+        ["deletion (lower is better)", f"{f.score.deletion_auc:.3f}", f"{f.random.deletion_auc:.3f}"],
+        ["insertion (higher is better)", f"{f.score.insertion_auc:.3f}", f"{f.random.insertion_auc:.3f}"],
+    ]
+    print(format_table(rows, ["AUC", f.method, "random map"]))
+    print(f"{f.steps} steps, {f.forward_passes} batched forward passes")
+    return 0
+
+
+def cmd_sanity(args) -> int:
+    from backbones.inference.images import load_image
+    from viz.quality import run_sanity_check
+
+    image = load_image(args.image)
+    loaded = load_from_args(args)
+    check = run_sanity_check(loaded, image, method=args.method, layer=args.layer, target=args.target, seed=args.seed,
+                             max_steps=args.max_steps)
+    if args.json:
+        emit_json(check.to_dict())
+        return 0
+    print(f"{loaded.describe()}: {check.method}, target {check.target.label} (class {check.target.index})")
+    print("blocks re-initialised cumulatively, from the classifier down; 1.0 = the map did not change")
+    rows = [[s.randomized, f"{s.spearman:.3f}", f"{s.ssim:.3f}"] for s in check.steps]
+    print(format_table(rows, ["randomised down to", "spearman", "ssim"]))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    import shlex
+
+    from backbones.inference.images import load_image
+    from backbones.inference.predict import predict
+    from backbones.zoo.models import load_model
+    from viz.cam import explain_methods
+    from viz.inputs import get_device_dtype
+    from viz.pack import build_pack, render_explanations_figure, safe_name
+    from viz.quality import score_explanations
+
+    image = load_image(args.image)
+    img_arg = shlex.quote(args.image)
+    figures, predictions, rows, settings = {}, [], [], {"image": args.image, "models": [], "weights": {}, "layer": {},
+                                                       "target": args.target, "methods": args.methods, "device": {}}
+    commands = [f"python -m viz pack {img_arg} --models {shlex.join(args.models)} --methods {shlex.join(args.methods)}"
+                f"{' --weights ' + shlex.quote(args.weights) if args.weights != 'default' else ''}"
+                f"{' --target ' + shlex.quote(args.target) if args.target else ''}"
+                f"{f' --faithfulness --steps {args.steps}' if args.faithfulness else ''} --out pack.zip"]
+    for name in args.models:
+        loaded = load_model(name, weights=args.weights)
+        exps = explain_methods(loaded, image, methods=args.methods, target=args.target)
+        scores = score_explanations(loaded, image, exps, steps=args.steps) if args.faithfulness else None
+        captions = [f"deletion {s.score.deletion_auc:.2f} (random {s.random.deletion_auc:.2f})\n"
+                    f"insertion {s.score.insertion_auc:.2f} (random {s.random.insertion_auc:.2f})" for s in scores or []]
+        figures[safe_name(loaded.name)] = render_explanations_figure(image, exps, title=loaded.describe(), captions=captions or None)
+        settings["models"].append(loaded.name)
+        settings["weights"][loaded.name] = loaded.weights
+        settings["layer"][loaded.name] = next((e.layer for e in exps if e.layer), None)
+        settings["device"][loaded.name] = str(get_device_dtype(loaded.model)[0])
+        predictions += [{"model": loaded.name, **t.to_dict()} for t in predict(loaded, [image])[0].topk]
+        commands.append(f"# figures/{safe_name(loaded.name)}.png: one heatmap overlay per panel")
+        for i, e in enumerate(exps):
+            layer = f" --layer {e.layer}" if e.layer else ""
+            commands.append(f"python -m viz cam {img_arg} --model {loaded.name} --weights {args.weights} --method {e.method}"
+                            f"{layer} --target {e.target.index} --out {safe_name(loaded.name + '_' + e.method)}.png")
+            row = {"model": loaded.name, "method": e.method, "layer": e.layer, "target_index": e.target.index,
+                   "target_label": e.target.label, "target_prob": e.target.prob}
+            if scores:
+                row.update({k: v for k, v in scores[i].to_dict().items() if k.endswith("_auc")})
+                commands.append(f"python -m viz faithfulness {img_arg} --model {loaded.name} --weights {args.weights} "
+                                f"--method {e.method}{layer} --target {e.target.index} --steps {args.steps} --json")
+            rows.append(row)
+    data = build_pack(figures, {"predictions": predictions, "explanations": rows}, settings, commands)
+    _write(args.out, lambda p: Path(p).write_bytes(data))
+    files = [f"figures/{n}.png" for n in figures] + ["tables/predictions.csv", "tables/explanations.csv", "settings.json", "commands.sh"]
+    summary = {"out": args.out, "files": files}
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(f"wrote {summary['out']}: {', '.join(summary['files'])}")
     return 0
 
 

@@ -39,6 +39,9 @@ DEFAULT_LAYER_OVERRIDES: dict[str, str] = {
     "convnext": "features",
 }
 
+#: ``LayerInfo.order`` of a module that does not run in the forward pass (eval mode).
+NOT_RUN = 10**9
+
 # Modules whose output merely repeats or pools their input: never a default.
 _POOLING = (
     nn.AdaptiveAvgPool2d,
@@ -199,7 +202,7 @@ def describe_layers(target, *, input_size: Sequence[int] | None = None) -> tuple
     for name, module in model.named_modules():
         if not name:
             continue
-        shape, order = seen.get(name, (None, 10**9))
+        shape, order = seen.get(name, (None, NOT_RUN))
         infos.append(LayerInfo(name=name, type=type(module).__name__, output_shape=shape, order=order))
     infos.sort(key=lambda i: i.order)
     result = tuple(infos)
@@ -290,7 +293,7 @@ def resolve_layer(target, name: str | None, *, input_size: Sequence[int] | None 
             "(all: python -m viz layers --model M)"
         )
     if info.output_shape is None:
-        kind = "is not used in the forward pass (eval mode)" if info.order >= 10**9 else "has no tensor output"
+        kind = "is not used in the forward pass (eval mode)" if info.order >= NOT_RUN else "has no tensor output"
         raise LayerError(f"layer {name!r} ({info.type}) {kind}; pick one with a spatial output, e.g. {default_layer(target)}")
     if not info.spatial:
         shape = "x".join(map(str, info.output_shape))

@@ -3,7 +3,8 @@
 ``base`` holds the interface (:class:`~viz.methods.base.Method`, its result
 :class:`~viz.methods.base.Attribution`, the class-score wrapper that reports
 progress and honours cancellation); ``gradcam`` the Grad-CAM family on one
-template; ``gradients`` saliency and integrated gradients; ``occlusion``
+template; ``guided`` guided backpropagation (ReLU networks only);
+``gradients`` saliency and integrated gradients; ``occlusion``
 occlusion; ``registry`` the name -> class table that the entry points in
 :mod:`viz.cam`, the CLI and the dashboard pick from.
 """

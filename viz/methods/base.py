@@ -137,6 +137,16 @@ class Method:
         """Forward passes one :meth:`attribute` call makes on an input of ``size = (H, W)`` (for progress)."""
         return 1
 
+    @classmethod
+    def native_shape(cls, raw_shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]:
+        """The resolution ``(h, w)`` at which the method resolves detail, for an input of ``size = (H, W)``.
+
+        ``raw_shape`` is the shape of :attr:`Attribution.raw` for one image (Grad-CAM: the
+        layer's map, 7x7 at a last stage); a random reference map for a faithfulness score
+        is drawn at this resolution so that it is as smooth as the method's map.
+        """
+        return (int(raw_shape[-2]), int(raw_shape[-1]))
+
     def compute_maps(self, score: ClassScore, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(raw, heat)`` for the class ``score`` returns, ``x`` an ``(N, C, H, W)`` input with autograd on."""
         raise NotImplementedError

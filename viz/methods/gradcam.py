@@ -12,8 +12,6 @@ depend on the class, top-k attributions share it (:meth:`LayerCAM.share_forward`
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,10 +19,7 @@ from torch import nn
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
 from viz.methods.base import Attribution, ClassScore, Method, MethodInfo
-
-# captum warns on every Guided Backprop call that it sets (and removes) ReLU hooks:
-# on our private view that is expected, and the warning would reach CLI users.
-warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations", category=UserWarning)
+from viz.methods.guided import guided_relu6
 
 
 def forward_keeping_activations(forward, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,22 +130,6 @@ class GradCAMPlusPlus(LayerCAM):
         return (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
 
 
-class _GuidedReLU6(nn.ReLU):
-    """ReLU6 that captum's Guided Backprop recognises as a ReLU (it only hooks nn.ReLU)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardtanh(x, 0.0, 6.0)
-
-
-def _swap_relu6(model: nn.Module, swap: dict) -> None:
-    """Put guided ReLU6s in place of ``model``'s ReLU6 modules, recording each swap in ``swap`` to undo it."""
-    for module in model.modules():
-        for name, child in list(module._modules.items()):
-            if type(child) is nn.ReLU6:
-                swap[(module, name)] = child
-                module._modules[name] = _GuidedReLU6()
-
-
 class GuidedGradCAM(Method):
     """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM map (captum ``GuidedGradCam``'s formula).
 
@@ -171,15 +150,10 @@ class GuidedGradCAM(Method):
     def compute_maps(self, score, x):
         from captum.attr import GuidedBackprop
 
-        swap: dict = {}
-        try:
-            _swap_relu6(self.model, swap)
+        with guided_relu6(self.model):
             x = x.clone().requires_grad_()
             cam = GradCAM(self.model, self.layer).cam(score, x)
             guided = GuidedBackprop(score).attribute(x, target=None)
             attr = (guided * upsample(cam, tuple(x.shape[2:]))).detach()
-        finally:
-            for (module, name), child in swap.items():
-                module._modules[name] = child
         raw = attr.abs().amax(1)
         return raw, raw

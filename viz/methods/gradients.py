@@ -18,6 +18,13 @@ from viz.methods.base import Method, MethodInfo
 IG_BATCH = 8
 
 
+def gaussian_kernel(k: int, sigma: float, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """A normalised 1-D Gaussian of odd length ``k``, shape ``(k,)``."""
+    t = torch.arange(k, dtype=dtype, device=device) - k // 2
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
 def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
     """The integrated-gradients starting point for a normalised ``(N, C, H, W)`` input.
 
@@ -28,10 +35,7 @@ def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
         return torch.zeros_like(x)
     if kind == "blur":
         k = max(3, (min(x.shape[2:]) // 10) | 1)
-        sigma = k / 3
-        t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
-        g = torch.exp(-(t**2) / (2 * sigma**2))
-        g = g / g.sum()
+        g = gaussian_kernel(k, k / 3, dtype=x.dtype, device=x.device)
         c = x.shape[1]
         padded = F.pad(x, (k // 2,) * 4, mode="reflect")
         out = F.conv2d(padded, g.view(1, 1, 1, k).repeat(c, 1, 1, 1), groups=c)

@@ -31,10 +31,15 @@ class Occlusion(Method):
     )
     scores_image_first = True
 
-    def forward_passes(self, size):
+    @classmethod
+    def native_shape(cls, raw_shape, size):
+        """The grid of window positions: the map is at the input's size but no finer than the stride."""
         window, stride = occlusion_window(min(size))
-        positions = ((size[0] - window) // stride + 1) * ((size[1] - window) // stride + 1)
-        return 2 + math.ceil(positions / OCCLUSION_BATCH)
+        return ((size[0] - window) // stride + 1, (size[1] - window) // stride + 1)
+
+    def forward_passes(self, size):
+        rows, cols = self.native_shape(size, size)
+        return 2 + math.ceil(rows * cols / OCCLUSION_BATCH)
 
     def compute_maps(self, score, x):
         from captum.attr import Occlusion as CaptumOcclusion

@@ -12,10 +12,11 @@ from backbones.errors import BackboneError
 from viz.methods.base import Method, MethodInfo
 from viz.methods.gradcam import GradCAM, GradCAMPlusPlus, GuidedGradCAM
 from viz.methods.gradients import IntegratedGradients, Saliency
+from viz.methods.guided import GuidedBackprop
 from viz.methods.occlusion import Occlusion
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.info.name: cls for cls in (GradCAM, GradCAMPlusPlus, GuidedGradCAM, Saliency, IntegratedGradients, Occlusion)
+    cls.info.name: cls for cls in (GradCAM, GradCAMPlusPlus, GuidedGradCAM, GuidedBackprop, Saliency, IntegratedGradients, Occlusion)
 }
 
 METHODS: dict[str, MethodInfo] = {name: cls.info for name, cls in METHOD_CLASSES.items()}
@@ -32,6 +33,10 @@ _ALIASES = {
     "guided_gradcam": "guided-gradcam",
     "guidedgradcam": "guided-gradcam",
     "guided-grad-cam": "guided-gradcam",
+    "guided_backprop": "guided-backprop",
+    "guidedbackprop": "guided-backprop",
+    "guided-backpropagation": "guided-backprop",
+    "gbp": "guided-backprop",
     "ig": "integrated-gradients",
     "integrated_gradients": "integrated-gradients",
     "gradients": "saliency",
