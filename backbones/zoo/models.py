@@ -4,6 +4,7 @@
 
     loaded = load_model("resnet50", weights="none")              # untrained, offline
     loaded = load_model("efficientnet_lite0")                    # bundled ImageNet weights
+    loaded = load_model("resnet50", progress=bar)                # downloaded on first use, unless offline
     loaded = load_model("resnet50", checkpoint="flowers.pth", classes="flowers.txt")
 
 The result carries the model (in eval mode), the preprocessing its weights
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +79,19 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     classes: str | os.PathLike | list[str] | None = None,
     display_name: str | None = None,
+    download: bool = True,
+    progress: Callable[[int, int | None], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> LoadedModel:
     """Build ``name`` and load weights: the default trained ones, a named set, none, or a checkpoint.
 
     ``classes`` (with ``checkpoint``) is a .txt/.json file or a list of names;
     its length must equal the checkpoint's class count.
+
+    Trained weights missing here are downloaded first, as torchvision and timm do (``progress(done, total)``
+    per chunk, ``cancel`` stops it), unless ``download`` is false or offline mode is on
+    (``BACKBONES_OFFLINE=1``; ``HF_HUB_OFFLINE=1`` for timm models): then :class:`WeightsUnavailableError`
+    names the file, where it goes, its URL and how to import it. ``weights="none"`` never touches the network.
     """
     entry = get_entry(name)
     if checkpoint is not None:
@@ -96,7 +106,7 @@ def load_model(
             categories=imagenet_categories(),
             weights="none",
         )
-    model = load_trained(entry, info)
+    model = load_trained(entry, info, download=download, progress=progress, cancel=cancel)
     return LoadedModel(
         name=entry.name,
         entry=entry,
