@@ -22,6 +22,7 @@ import errno
 import functools
 import hashlib
 import http.client
+import logging
 import os
 import re
 import socket
@@ -349,6 +350,27 @@ class _HfProgress:
         return None
 
 
+_INSIDE_FETCH = threading.local()
+
+
+def _outside_fetch(record: logging.LogRecord) -> bool:
+    return not getattr(_INSIDE_FETCH, "active", False)
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Drop huggingface_hub's "Trying to resume download..." warnings in this thread: its retries stay, and a
+    failure still ends as one error line."""
+    logger = logging.getLogger("huggingface_hub.file_download")
+    if _outside_fetch not in logger.filters:
+        logger.addFilter(_outside_fetch)
+    _INSIDE_FETCH.active = True
+    try:
+        yield
+    finally:
+        _INSIDE_FETCH.active = False
+
+
 def _head_hub(url: str, timeout: float) -> tuple[str | None, int | None]:
     """One HEAD without retries: fails fast on a dead endpoint; returns the file's SHA-256 (LFS files) and size."""
     response = _open(url, method="HEAD", timeout=timeout, follow_redirects=False)
@@ -416,17 +438,18 @@ def fetch_hf(
             try:
                 sha256, size = _head_hub(url, timeout)
                 bar = functools.partial(_HfProgress, callback=progress, cancel=cancel, what=url, expected=size)
-                path = Path(
-                    hf_hub_download(
-                        repo_id,
-                        filename,
-                        revision=revision,
-                        cache_dir=cache_dir,
-                        endpoint=endpoint,
-                        etag_timeout=timeout,
-                        tqdm_class=bar,  # type: ignore[arg-type]
+                with _quiet_hub_retries():
+                    path = Path(
+                        hf_hub_download(
+                            repo_id,
+                            filename,
+                            revision=revision,
+                            cache_dir=cache_dir,
+                            endpoint=endpoint,
+                            etag_timeout=timeout,
+                            tqdm_class=bar,  # type: ignore[arg-type]
+                        )
                     )
-                )
                 if sha256 is not None and (got := sha256_of(path)) != sha256:
                     raise _Refused(f"SHA-256 mismatch: expected {sha256[:12]}…, got {got[:12]}…")
             except BaseException:

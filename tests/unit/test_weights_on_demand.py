@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -227,19 +228,37 @@ def test_offline_makes_zero_requests(env, server, capsys, monkeypatch, grace_hop
     assert _files(env) == []
 
 
-@pytest.mark.parametrize("case", ["hash-mismatch", "404", "refused", "hub-404"])
-def test_failures_exit_2_with_one_line_and_leave_nothing(env, server, capsys, monkeypatch, case):
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("hash-mismatch", "SHA-256 mismatch"),
+        ("404", "HTTP 404"),
+        ("refused", "connection refused"),
+        ("hub-404", "HTTP 404"),
+        ("hub-truncate", "transfer cut short"),  # after huggingface_hub's own retries, which print nothing
+    ],
+)
+def test_failures_exit_2_with_one_line_and_leave_nothing(env, server, capsys, monkeypatch, case, reason):
     model = TIMM_MODEL if case.startswith("hub") else TV_MODEL
     if case == "hash-mismatch":
         server.fail("wrong-bytes")
+    elif case == "hub-truncate":
+        server.fail("truncate", methods=("GET",))
     elif case in ("404", "hub-404"):
         server.fail("404")
     else:
         monkeypatch.setenv("BACKBONES_TORCHVISION_MIRROR", refused_url("").rstrip("/"))
 
-    line = _one_error_line(*_cli(capsys, "download", model))
-    reason = {"hash-mismatch": "SHA-256 mismatch", "404": "HTTP 404", "refused": "connection refused"}
-    assert line.startswith(f"error: {model}: download failed ({reason.get(case, 'HTTP 404')}")
+    hub_logger, records = logging.getLogger("huggingface_hub.file_download"), []
+    handler = logging.Handler()
+    handler.emit = records.append  # huggingface_hub's own handler writes to the stderr of its import time
+    hub_logger.addHandler(handler)
+    try:
+        line = _one_error_line(*_cli(capsys, "download", model))
+    finally:
+        hub_logger.removeHandler(handler)
+    assert line.startswith(f"error: {model}: download failed ({reason}")
+    assert [r.getMessage() for r in records] == []
     assert line.endswith(f"import it with: python -m backbones import-weights {model} FILE")
     assert _files(env) == []
 
