@@ -146,7 +146,8 @@ def cmd_download(args) -> int:
         results.append(result)
         if not args.json:
             said = {"downloaded": "downloaded", "cached": "already here", "bundled": "bundled, already here"}
-            print(f"{result.model} {result.weights}: {said[result.status]} ({format_bytes(result.bytes)}) {result.path}")
+            size = format_bytes(result.bytes)
+            print(f"{result.model} {result.weights}: {said[result.status]} ({size}) {result.path}")
     if args.json:
         emit_json([r.to_dict() for r in results])
     return 0

@@ -18,6 +18,7 @@ Status of one (model, weights) pair:
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ STATUSES = ("bundled", "cached", "downloadable", "none")
 #: The file timm asks the Hub for first (``timm.models._hub.HF_SAFE_WEIGHTS_NAME``), then its older pickle.
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
-Progress = Callable[[int, "int | None"], None]
+Progress = Callable[[int, "int | None"], None]  # progress(done, total) per chunk; total None when unknown
+Cancel = threading.Event  # set from another thread: the download stops and leaves nothing behind
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class WeightsSource:
         return self.url(entry, weights)
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> Path:
         """Transfer the file into its cache (unchecked: see :meth:`fetch_loaded`); returns its path."""
         raise NotImplementedError
@@ -147,7 +149,9 @@ class WeightsSource:
         """Remove a downloaded file that turned out unusable."""
         path.unlink(missing_ok=True)
 
-    def fetch(self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None) -> Path:
+    def fetch(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
         """The weights file on this machine: found, or downloaded and checked (see :meth:`fetch_loaded`).
 
         ``progress(done, total)`` is called per chunk of a download; setting the ``threading.Event``
@@ -159,7 +163,7 @@ class WeightsSource:
         return self.fetch_loaded(entry, weights, progress=progress, cancel=cancel)[0]
 
     def fetch_loaded(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> tuple[Path, nn.Module]:
         """Download the file and load it into the architecture once before it counts as cached.
 
@@ -227,7 +231,7 @@ class TorchvisionWeights(WeightsSource):
         return downloads.mirror_url(weights.url) if weights.url else None
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> Path:
         return downloads.fetch_torchvision(
             weights.url, hub_checkpoint_dir(), model=entry.name, progress=progress, cancel=cancel
@@ -280,7 +284,7 @@ class TimmWeights(WeightsSource):
         return downloads.hf_url(repo, TIMM_HUB_FILES[0], revision=revision) if repo else None
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> Path:
         repo, revision = _hub_repo(weights)
         if repo is None:
@@ -339,7 +343,7 @@ class BundledWeights(WeightsSource):
         return model.eval()
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel=None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> Path:
         return self.require(entry, weights)  # nothing to fetch: the package is installed or it is not
 
@@ -409,7 +413,7 @@ def load_trained(
     *,
     download: bool = False,
     progress: Progress | None = None,
-    cancel=None,
+    cancel: Cancel | None = None,
 ) -> nn.Module:
     """``entry``'s architecture with the trained ``weights``, in eval mode.
 
@@ -417,10 +421,8 @@ def load_trained(
     is off), else :class:`WeightsUnavailableError` says how to get it.
     """
     source = weights_source(entry)
-    found = source.find(entry, weights)
+    found = source.find(entry, weights) if download else source.require(entry, weights)
     if found is None:
-        if not download:
-            raise WeightsUnavailableError(source.missing_message(entry, weights))
         return source.fetch_loaded(entry, weights, progress=progress, cancel=cancel)[1]
     try:
         return source.load(entry, weights, found)

@@ -191,8 +191,13 @@ def test_torchvision_file_that_does_not_fit_is_removed(env, server, capsys, monk
     monkeypatch.setattr(downloads, "hash_prefix_of", lambda name: prefix)
 
     line = _one_error_line(*_cli(capsys, "download", TV_MODEL))
-    assert line.startswith(f"error: {TV_MODEL}: download failed (the downloaded file was removed: {TV_NAME} does not load")
-    assert f"from {server.base_url}/{TV_NAME}; copy {TV_NAME} to {_checkpoints(env) / TV_NAME} (from {TV_OFFICIAL})" in line
+    assert line.startswith(
+        f"error: {TV_MODEL}: download failed (the downloaded file was removed: {TV_NAME} does not load"
+    )
+    assert (
+        f"from {server.base_url}/{TV_NAME}; copy {TV_NAME} to {_checkpoints(env) / TV_NAME} (from {TV_OFFICIAL})"
+        in line
+    )
     assert line.endswith(f"import it with: python -m backbones import-weights {TV_MODEL} FILE")
     assert not any(p.is_file() for p in (env / "torch").rglob("*"))
 
@@ -223,7 +228,9 @@ def test_offline_makes_zero_requests(env, server, capsys, monkeypatch, grace_hop
         f"python -m backbones import-weights {TV_MODEL} FILE"
     )
     line = _one_error_line(*_cli(capsys, "download", TIMM_MODEL))
-    assert line.startswith(f"error: {TIMM_MODEL}: weights not on this machine and offline mode is on; copy {TIMM_FILE} to ")
+    assert line.startswith(
+        f"error: {TIMM_MODEL}: weights not on this machine and offline mode is on; copy {TIMM_FILE} to "
+    )
     assert server.requests == []
     assert _files(env) == []
 
