@@ -14,6 +14,8 @@ def pytest_configure(config):
     os.environ["TORCH_HOME"] = str(base / "torch")
     os.environ["BACKBONES_CACHE_DIR"] = str(base / "backbone-lens")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # Missing weights are downloaded on first use; tests that download set up a loopback server and turn this off.
+    os.environ["BACKBONES_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(base / "hf")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 

@@ -13,7 +13,8 @@ request. It serves
 ``fail(mode, path=..., methods=...)`` switches a failure on: ``404``, ``403``, ``500``, ``truncate`` (announces the
 full length, sends half and closes), ``wrong-bytes`` (same length, other bytes), ``stall`` (answers nothing for
 ``stall_s`` seconds, bounded so a test never hangs) and ``stall-body`` (headers and half the body, then silence).
-:func:`refused_url` gives a URL on a port where nothing listens.
+:func:`refused_url` gives a URL on a port where nothing listens; :func:`go_online` points a test's caches and
+endpoints at temporary folders and the server.
 """
 
 from __future__ import annotations
@@ -112,6 +113,27 @@ class LoopbackServer:
             if method in failure.methods and failure.path in (None, path):
                 return failure.mode
         return None
+
+
+def go_online(monkeypatch, tmp_path, server: LoopbackServer) -> None:
+    """Temporary caches under ``tmp_path``, the loopback server as mirror-to-be and Hub, online, and no stray
+    request to the real Hub (tests/conftest.py turns offline mode on for every other test)."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for name in ("BACKBONES_OFFLINE", "BACKBONES_TORCHVISION_MIRROR", "BACKBONES_DOWNLOAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    # huggingface_hub read these when first imported (tests/conftest.py sets HF_HUB_OFFLINE=1 then); its user agent
+    # would also fetch {import-time ENDPOINT}/api/agent-harnesses once per process unless telemetry is off.
+    # ENDPOINT stays: hf_hub_url swaps it for the endpoint fetch_hf passes (HF_ENDPOINT, read at call time).
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 def refused_url(path: str = "/file.pth") -> str:

@@ -26,14 +26,22 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = Fal
 
 
 def load_from_args(args: argparse.Namespace, *, device=None):
-    """The model the arguments name, on ``device`` (default: ``--device``)."""
+    """The model the arguments name, on ``device`` (default: ``--device``); missing trained weights are
+    downloaded first, with a progress bar on stderr."""
     from backbones.errors import BackboneError
     from backbones.zoo.models import load_model
+    from backbones.zoo.progress import ProgressBar
 
     if args.classes and not args.checkpoint:
         raise BackboneError("--classes goes with --checkpoint")
-    return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes,
-                      device=args.device if device is None else device)
+    bar = ProgressBar(f"downloading {args.model}")  # draws nothing unless a download happens
+    try:
+        return load_model(
+            args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes, progress=bar,
+            device=args.device if device is None else device,
+        )
+    finally:
+        bar.close()
 
 
 def emit_json(obj) -> None:

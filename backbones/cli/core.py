@@ -1,4 +1,4 @@
-"""``list``, ``predict``, ``weights`` and ``import-weights``."""
+"""``list``, ``predict``, ``compare``, ``weights``, ``import-weights`` and ``download``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file")
     p.add_argument("--weights", default="default", help="which weights the file holds (default: the default)")
     p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser(
+        "download",
+        help="download missing trained weights (torch's hub cache, the Hugging Face cache); say what is already here",
+        description="Download the trained weights of each model unless they are here already. Progress goes to "
+        "stderr. Offline (BACKBONES_OFFLINE=1, or HF_HUB_OFFLINE=1 for timm models) nothing is fetched. "
+        "BACKBONES_TORCHVISION_MIRROR, HF_ENDPOINT and BACKBONES_DOWNLOAD_TIMEOUT choose where from and how "
+        "long to wait.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="catalog names (see `python -m backbones list`)")
+    p.add_argument("--weights", default="default", help="which weights (default: each model's default)")
+    p.add_argument("--json", action="store_true", help="one JSON list of {model, weights, status, path, bytes, sha256}")
+    p.set_defaults(handler=cmd_download)
 
 
 def cmd_list(args) -> int:
@@ -112,6 +125,31 @@ def cmd_import(args) -> int:
 
     dest = import_weights(args.model, Path(args.file), weights=args.weights)
     print(f"imported {args.file} -> {dest}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from backbones.zoo.catalog import get_entry
+    from backbones.zoo.fetching import download_weights
+    from backbones.zoo.progress import ProgressBar, format_bytes
+    from backbones.zoo.weights import resolve_weights
+
+    for name in args.models:  # a wrong name or weights name fails before the first byte moves
+        resolve_weights(get_entry(name), args.weights)
+    results = []
+    for name in args.models:
+        bar = ProgressBar(f"downloading {name}")
+        try:
+            result = download_weights(name, args.weights, progress=bar)
+        finally:
+            bar.close()
+        results.append(result)
+        if not args.json:
+            said = {"downloaded": "downloaded", "cached": "already here", "bundled": "bundled, already here"}
+            size = format_bytes(result.bytes)
+            print(f"{result.model} {result.weights}: {said[result.status]} ({size}) {result.path}")
+    if args.json:
+        emit_json([r.to_dict() for r in results])
     return 0
 
 

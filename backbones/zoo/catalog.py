@@ -152,6 +152,7 @@ class WeightsInfo:
     input_size: tuple[int, int, int]
     preprocessing: Preprocessing
     is_default: bool = False
+    hf_hub_id: str | None = None  # timm's Hugging Face repo (``timm/rexnet_100.nav_in1k``), as its pretrained cfg says
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -325,11 +326,16 @@ def _torchvision_entries() -> list[ModelEntry]:
     return entries
 
 
-def _timm_prep(row: dict[str, str] | None, arch: str) -> Preprocessing:
+def _timm_cfg(arch: str) -> dict:
+    """timm's pretrained cfg of the tag we list (metadata only: nothing is downloaded)."""
     import timm
 
     cfg = timm.models.get_pretrained_cfg(f"{arch}.{TIMM_MODELS.get(arch, '')}".rstrip("."))
-    cfg = cfg.to_dict() if cfg is not None else {}
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def _timm_prep(row: dict[str, str] | None, arch: str) -> Preprocessing:
+    cfg = _timm_cfg(arch)
     size = int(row["img_size"]) if row else int(cfg.get("input_size", (3, 224, 224))[-1])
     crop_pct = _f(row["crop_pct"]) if row else cfg.get("crop_pct", 0.875)
     interp = row["interpolation"] if row else cfg.get("interpolation", "bicubic")
@@ -354,6 +360,7 @@ def _timm_figures_entry(
     prep: Preprocessing,
     published_as: str,
     notes: str = "",
+    hf_hub_id: str | None = None,
 ) -> ModelEntry:
     """An entry whose figures are timm's published ones for ``arch`` and ours counted (timm and bundled)."""
     row = timm_published().get(arch)
@@ -362,6 +369,7 @@ def _timm_figures_entry(
         name=weights_name,
         url=url,
         filename=filename,
+        hf_hub_id=hf_hub_id,
         top1=_f(row["top1"]) if row else None,
         top5=_f(row["top5"]) if row else None,
         file_size_mib=None,
@@ -404,6 +412,7 @@ def _timm_entries() -> list[ModelEntry]:
             url=f"https://huggingface.co/timm/{arch}.{tag}",
             filename=f"{arch}.{tag}.safetensors",
             prep=_timm_prep(published.get(arch), arch),
+            hf_hub_id=_timm_cfg(arch).get("hf_hub_id"),
             published_as=f"{arch}.{tag}",
         )
         for arch, tag in TIMM_MODELS.items()

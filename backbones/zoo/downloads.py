@@ -22,6 +22,7 @@ import errno
 import functools
 import hashlib
 import http.client
+import logging
 import os
 import re
 import socket
@@ -123,7 +124,10 @@ def offline_message(model: str | None, file_name: str, dest: Path | None, url: s
     )
 
 
-def _failure(model: str | None, reason: str, tried: str, file_name: str, dest: Path | None, official: str) -> str:
+def failure_message(
+    model: str | None, reason: str, tried: str, file_name: str, dest: Path | None, official: str
+) -> str:
+    """The one line for a failed download: what went wrong, the URL tried, and how to get the file by hand."""
     return (
         f"{model or file_name}: download failed ({reason}) from {tried}; "
         f"{manual_alternative(model, file_name, dest, official)}"
@@ -283,7 +287,7 @@ def fetch_url(
                 _download(url, dest, sha256_prefix, timeout, progress, cancel)
     except Exception as exc:
         remove_empty(created)
-        raise _translate(exc, timeout, lambda why: _failure(model, why, url, dest.name, dest, official)) from exc
+        raise _translate(exc, timeout, lambda why: failure_message(model, why, url, dest.name, dest, official)) from exc
     return dest
 
 
@@ -338,6 +342,27 @@ class _HfProgress:
         return None
 
 
+_INSIDE_FETCH = threading.local()
+
+
+def _outside_fetch(record: logging.LogRecord) -> bool:
+    return not getattr(_INSIDE_FETCH, "active", False)
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Drop huggingface_hub's "Trying to resume download..." warnings in this thread: its retries stay, and a
+    failure still ends as one error line."""
+    logger = logging.getLogger("huggingface_hub.file_download")
+    if _outside_fetch not in logger.filters:
+        logger.addFilter(_outside_fetch)
+    _INSIDE_FETCH.active = True
+    try:
+        yield
+    finally:
+        _INSIDE_FETCH.active = False
+
+
 def _head_hub(url: str, timeout: float) -> tuple[str | None, int | None]:
     """One HEAD without retries: fails fast on a dead endpoint; returns the file's SHA-256 (LFS files) and size."""
     response = _open(url, method="HEAD", timeout=timeout, follow_redirects=False)
@@ -351,7 +376,8 @@ def _head_hub(url: str, timeout: float) -> tuple[str | None, int | None]:
     return sha256, int(size) if size and size.isdigit() else None
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -377,14 +403,14 @@ def fetch_hf(
     ``model`` and ``manual_dest`` (where an imported copy would go) only shape error messages.
     Raises :class:`WeightsUnavailableError` in offline mode, :class:`DownloadError` on any failure.
     """
-    from huggingface_hub import file_download, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import file_download, hf_hub_download
 
     revision = revision or "main"
     endpoint, cache_dir = hf_endpoint(), hf_cache_dir()
-    url = file_download.hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-    if isinstance(cached, str):
-        return Path(cached)
+    url = hf_url(repo_id, filename, revision=revision)
+    cached = cached_hf(repo_id, filename, revision=revision)
+    if cached is not None:
+        return cached
     if is_offline(hf=True):
         raise WeightsUnavailableError(offline_message(model, file_name_of(filename), manual_dest, url))
     timeout = download_timeout() if timeout is None else timeout
@@ -394,28 +420,29 @@ def fetch_hf(
     # Everything hf_hub_download may create for this repo; what is new after a failure gets removed.
     roots = [cache_dir / folder, cache_dir / ".locks" / folder, cache_dir / "CACHEDIR.TAG"]
     created = missing_dirs(cache_dir / ".locks")
-    message = functools.partial(_failure, model, tried=url, file_name=filename, dest=manual_dest, official=url)
+    message = functools.partial(failure_message, model, tried=url, file_name=filename, dest=manual_dest, official=url)
     try:
         with file_lock(cache_dir / ".locks" / f"{folder}.backbones.lock", cancel=cancel):
-            cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-            if isinstance(cached, str):
-                return Path(cached)
+            cached = cached_hf(repo_id, filename, revision=revision)
+            if cached is not None:
+                return cached
             before = set().union(*(list_entries(root) for root in roots))
             try:
                 sha256, size = _head_hub(url, timeout)
                 bar = functools.partial(_HfProgress, callback=progress, cancel=cancel, what=url, expected=size)
-                path = Path(
-                    hf_hub_download(
-                        repo_id,
-                        filename,
-                        revision=revision,
-                        cache_dir=cache_dir,
-                        endpoint=endpoint,
-                        etag_timeout=timeout,
-                        tqdm_class=bar,  # type: ignore[arg-type]
+                with _quiet_hub_retries():
+                    path = Path(
+                        hf_hub_download(
+                            repo_id,
+                            filename,
+                            revision=revision,
+                            cache_dir=cache_dir,
+                            endpoint=endpoint,
+                            etag_timeout=timeout,
+                            tqdm_class=bar,  # type: ignore[arg-type]
+                        )
                     )
-                )
-                if sha256 is not None and (got := _sha256_of(path)) != sha256:
+                if sha256 is not None and (got := sha256_of(path)) != sha256:
                     raise _Refused(f"SHA-256 mismatch: expected {sha256[:12]}…, got {got[:12]}…")
             except BaseException:
                 remove_new(before, roots)
@@ -427,14 +454,26 @@ def fetch_hf(
     return path
 
 
-def discard_hf(repo_id: str, filename: str, *, revision: str | None = None) -> None:
-    """Remove a cached Hugging Face file (snapshot link and blob), e.g. one that does not fit the architecture."""
+def cached_hf(repo_id: str, filename: str, *, revision: str | None = None) -> Path | None:
+    """The snapshot path of a file the Hugging Face cache holds (as timm would find it offline), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir(), revision=revision or "main")
-    if not isinstance(cached, str):
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def hf_url(repo_id: str, filename: str, *, revision: str | None = None) -> str:
+    """The file's resolve URL on the endpoint in use (``HF_ENDPOINT``): what a download would fetch."""
+    from huggingface_hub import file_download
+
+    return file_download.hf_hub_url(repo_id, filename, revision=revision or "main", endpoint=hf_endpoint())
+
+
+def discard_hf(repo_id: str, filename: str, *, revision: str | None = None) -> None:
+    """Remove a cached Hugging Face file (snapshot link and blob), e.g. one that does not fit the architecture."""
+    pointer = cached_hf(repo_id, filename, revision=revision)
+    if pointer is None:
         return
-    pointer = Path(cached)
     blob = pointer.resolve()
     for path in (pointer, blob):
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,6 @@ atomically to where :mod:`backbones.zoo.weights` looks for it. Nothing is cached
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,15 +16,8 @@ from backbones.errors import CheckpointError
 from backbones.zoo.architectures import build_architecture, fit_state_dict
 from backbones.zoo.catalog import get_entry
 from backbones.zoo.checkpoints import read_state_dict
+from backbones.zoo.downloads import sha256_of as _sha256  # a module attribute: tests stand in for the digest
 from backbones.zoo.weights import resolve_weights, weights_source
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_weights(name: str, file: str | os.PathLike, *, weights: str = "default") -> Path:

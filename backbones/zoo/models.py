@@ -4,6 +4,7 @@
 
     loaded = load_model("resnet50", weights="none")              # untrained, offline
     loaded = load_model("efficientnet_lite0")                    # bundled ImageNet weights
+    loaded = load_model("resnet50", progress=bar)                # downloaded on first use, unless offline
     loaded = load_model("resnet50", checkpoint="flowers.pth", classes="flowers.txt")
     loaded = load_model("efficientnet_lite0", device="cuda")      # on the GPU (``auto``: the GPU if any)
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,9 @@ def load_model(
     classes: str | os.PathLike | list[str] | None = None,
     display_name: str | None = None,
     device: str | torch.device | None = "cpu",
+    download: bool = True,
+    progress: Callable[[int, int | None], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> LoadedModel:
     """Build ``name`` and load weights: the default trained ones, a named set, none, or a checkpoint.
 
@@ -93,6 +98,11 @@ def load_model(
     its length must equal the checkpoint's class count. ``device`` (``auto``, ``cpu``,
     ``cuda[:N]``, ``mps``; see :func:`~backbones.inference.device.resolve_device`) is
     where the model is put; it is checked before anything is built.
+
+    Trained weights missing here are downloaded first, as torchvision and timm do (``progress(done, total)``
+    per chunk, ``cancel`` stops it), unless ``download`` is false or offline mode is on
+    (``BACKBONES_OFFLINE=1``; ``HF_HUB_OFFLINE=1`` for timm models): then :class:`WeightsUnavailableError`
+    names the file, where it goes, its URL and how to import it. ``weights="none"`` never touches the network.
     """
     dev = resolve_device(device)
     entry = get_entry(name)
@@ -108,7 +118,7 @@ def load_model(
             categories=imagenet_categories(),
             weights="none",
         )
-    model = load_trained(entry, info).to(dev)
+    model = load_trained(entry, info, download=download, progress=progress, cancel=cancel).to(dev)
     return LoadedModel(
         name=entry.name,
         entry=entry,

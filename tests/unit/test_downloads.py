@@ -22,7 +22,7 @@ import pytest
 from backbones.errors import BackboneError, CancelledError, DownloadError, WeightsUnavailableError
 from backbones.zoo import downloads
 from backbones.zoo.progress import ProgressBar
-from tests.loopback import LoopbackServer, refused_url
+from tests.loopback import LoopbackServer, go_online, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "timm/tiny_test.in1k"
@@ -49,22 +49,7 @@ def server():
 @pytest.fixture
 def env(monkeypatch, tmp_path, server):
     """Temporary caches, the loopback server as mirror and Hub, online, and no stray request to the real Hub."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for name in ("BACKBONES_OFFLINE", "BACKBONES_TORCHVISION_MIRROR", "BACKBONES_DOWNLOAD_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-    # huggingface_hub read these when first imported (tests/conftest.py sets HF_HUB_OFFLINE=1 then); its user agent
-    # would also fetch {import-time ENDPOINT}/api/agent-harnesses once per process unless telemetry is off.
-    # ENDPOINT stays: hf_hub_url swaps it for the endpoint fetch_hf passes (HF_ENDPOINT, read at call time).
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    go_online(monkeypatch, tmp_path, server)
     return tmp_path
 
 

@@ -24,18 +24,22 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def test_missing_torchvision_weights_say_where_and_how(torch_home):
+@pytest.mark.parametrize("download", [True, False], ids=["offline", "no-download"])
+def test_missing_torchvision_weights_say_where_and_how(torch_home, download):
     from backbones.zoo.weights import weights_status
 
     assert weights_status("squeezenet1_1")[0].status == "downloadable"
     with pytest.raises(WeightsUnavailableError) as caught:
-        load_model("squeezenet1_1")
+        load_model("squeezenet1_1", download=download)  # tests run with BACKBONES_OFFLINE=1 (conftest)
     message = str(caught.value)
     expected = torch_home / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
     assert str(expected) in message
     assert "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth" in message
     assert "python -m backbones import-weights squeezenet1_1 FILE" in message
-    assert "--weights none" in message
+    if download:
+        assert "offline mode is on" in message
+    else:
+        assert "python -m backbones download squeezenet1_1" in message and "--weights none" in message
 
 
 def test_import_weights_refuses_a_file_with_the_wrong_hash(torch_home, tmp_path):
