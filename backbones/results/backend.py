@@ -57,6 +57,11 @@ def why(exc: BaseException) -> str:
     return str(exc).splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
+
+
 def newer_schema_error(where: str, found: int) -> StoreError:
     return StoreError(
         f"results database {where} has schema version {found}, newer than this Backbone Lens understands "

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 
 from backbones.errors import StoreError
@@ -23,6 +24,13 @@ _SCHEMA_LOCK = 0x6261636B626F6E65
 _CONNECT_TIMEOUT_S = "5"
 # libpq prefixes: 'connection failed: connection to server at "h", port 5432 failed: FATAL:  <reason>'
 _PREFIX = re.compile(r"^.*failed:\s*(FATAL:\s*)?", re.IGNORECASE)
+
+
+def _close_quietly(conn) -> None:
+    try:
+        conn.close()
+    except Exception:  # already broken: nothing to close cleanly
+        pass
 
 
 class _Probe(Exception):
@@ -118,14 +126,13 @@ class PostgresBackend(Backend):
                 self._conn = psycopg.connect(autocommit=True, **self._params)
             except psycopg.Error as exc:
                 raise self._unavailable(exc) from None  # the driver's error may carry connection details
+            # Stores are often dropped without close() (a CLI command, a page run): close with them.
+            weakref.finalize(self, _close_quietly, self._conn)
         return self._conn
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # already broken: nothing to close cleanly
-                pass
+            _close_quietly(self._conn)
         self._conn = None
 
     def _run(self, work: Work, doing: str) -> T:

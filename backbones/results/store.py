@@ -205,6 +205,7 @@ class ResultsStore:
         if local.where == self.where:
             raise StoreError(f"--push sends results kept in {local.where} to a server: name the server with "
                              f"--db URL or ${DB_ENV}")
+        self.backend.check_health()  # a server still down is reported even with nothing to send
         columns = ", ".join("r." + c for c in COLUMNS)
         found = local.backend.read(f"SELECT {columns} FROM results r JOIN pending_push p ON p.uid = r.uid "
                                    "WHERE p.target = ? ORDER BY r.id", [self.where])

@@ -144,3 +144,42 @@ def here_label(store, machine: str | None = None) -> str:
     from backbones.results.store import HERE, machine_label
 
     return (machine or machine_label()) if store.backend.shared else HERE
+
+
+# --------------------------------------------------------------------- concurrent writers
+
+
+def _write_results(url: str, writer: int, count: int, barrier, payload: dict) -> None:
+    from backbones.results.store import ResultsStore
+
+    store = ResultsStore(url)
+    store.ensure_writable()  # schema and connection ready before the clock starts
+    barrier.wait()
+    for i in range(count):
+        store.add("latency", f"model{i % 5}", dict(payload, i=i), run_id=f"writer{writer}-{i}")
+    for i in range(min(count, 10)):  # retried inserts (same run id) must not duplicate
+        store.add("latency", f"model{i % 5}", dict(payload, i=i), run_id=f"writer{writer}-{i}")
+    store.close()
+
+
+def write_concurrently(url: str, *, processes: int = 4, per_process: int = 50, payload: dict | None = None) -> float:
+    """``processes`` forked writers add ``per_process`` results each to ``url`` at once (plus 10
+    retried run ids each); returns the seconds from the common start to the last writer's end."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")  # no re-import of torch per writer: the start is what is timed
+    barrier = ctx.Barrier(processes + 1)
+    workers = [ctx.Process(target=_write_results, args=(url, k, per_process, barrier, payload or {}))
+               for k in range(processes)]
+    for w in workers:
+        w.start()
+    barrier.wait(timeout=120)
+    started = time.perf_counter()
+    for w in workers:
+        w.join(timeout=300)
+    elapsed = time.perf_counter() - started
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} writer(s) failed (exit codes {failed})")
+    return elapsed
