@@ -42,8 +42,9 @@ def _free_port() -> int:
 class Cluster:
     """One cluster: ``start()``, ``stop()``, ``url(dbname)``, ``create_database()``, ``close()`` (removes it)."""
 
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, *, durable: bool = False):
         self.bindir = bindir
+        self.durable = durable  # False (tests): fsync off, nothing needs to survive a power cut
         self.root = Path(tempfile.mkdtemp(prefix="backbones-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -69,7 +70,9 @@ class Cluster:
             raise RuntimeError(f"{tool} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
     def start(self) -> None:
-        options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=60"
+        if not self.durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o", options, "start")
 
     def stop(self) -> None:
@@ -99,7 +102,7 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster() -> Cluster:
+def start_cluster(*, durable: bool = False) -> Cluster:
     """A running cluster, or :func:`pytest.skip` (``pytest.fail`` under ``CI=true``) when it cannot be had."""
     why = None
     bindir = server_binaries()
@@ -113,7 +116,7 @@ def start_cluster() -> Cluster:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the PostgreSQL tests: {why}")
         pytest.skip(why)
-    return Cluster(bindir)
+    return Cluster(bindir, durable=durable)
 
 
 @pytest.fixture(scope="session")
