@@ -44,6 +44,15 @@ COLUMNS = ("id", "uid", "kind", "model", "created", "source", "env", "payload")
 INSERT = ("INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, ?, ?, ?, ?, ?, ?) "
           "ON CONFLICT (uid) DO NOTHING")
 
+#: A row that proves the database can be written (inserted, then rolled back); its uid is the only argument.
+PROBE = "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, '', '', '', '', '', '')"
+
+
+def insert_rows(cursor, rows) -> int:
+    """Insert each ``(uid, kind, model, created, source, env, payload)``; how many were new (uids not there yet)."""
+    return sum(cursor.execute(INSERT, row).rowcount for row in rows)
+
+
 T = TypeVar("T")
 Work = Callable[[object], T]  # gets a DB-API cursor taking ``?`` placeholders
 

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 
 from backbones.errors import StoreError
-from backbones.results.backend import Backend, StoreUnavailable, T, Work, why
+from backbones.results.backend import PROBE, Backend, StoreUnavailable, T, Work, why
 
 # Only one client at a time checks and upgrades the schema (pg_advisory_xact_lock key: "backbone" in ASCII).
 _SCHEMA_LOCK = 0x6261636B626F6E65
@@ -193,8 +193,7 @@ class PostgresBackend(Backend):
 
     def ensure_writable(self) -> None:
         def probe(cursor):
-            cursor.execute("INSERT INTO results (uid, kind, model, created, source, env, payload) "
-                           "VALUES (?, '', '', '', '', '', '')", ("probe-" + uuid.uuid4().hex,))
+            cursor.execute(PROBE, ("probe-" + uuid.uuid4().hex,))
             raise _Probe
 
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backbones.errors import StoreError
-from backbones.results.backend import COLUMNS, INSERT, Backend, T, Work, why
+from backbones.results.backend import COLUMNS, PROBE, Backend, T, Work, insert_rows, why
 
 #: Environment variable naming the database (the ``--db`` option wins over it); repeated here for the hints.
 _DB_ENV = "BACKBONES_RESULTS_DB"
@@ -114,7 +114,7 @@ class SqliteBackend(Backend):
         if not rows:
             return 0
         try:
-            return self.write(lambda cur: sum(cur.execute(INSERT, row).rowcount for row in rows))
+            return self.write(lambda cursor: insert_rows(cursor, rows))
         except StoreError:
             return 0
 
@@ -217,10 +217,7 @@ class SqliteBackend(Backend):
         try:
             # Only a real write proves it (root, read-only mounts): insert a row and roll it back.
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, '', '', '', '', '', '')",
-                ("probe-" + uuid.uuid4().hex,),
-            )
+            conn.execute(PROBE, ("probe-" + uuid.uuid4().hex,))
             conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc

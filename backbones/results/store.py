@@ -39,7 +39,15 @@ from pathlib import Path
 from backbones.errors import StoreError
 from backbones.jsonsafe import json_safe
 from backbones.paths import cache_dir
-from backbones.results.backend import COLUMNS, INSERT, SCHEMA_VERSION, StoreUnavailable, parse_database_url, why
+from backbones.results.backend import (
+    COLUMNS,
+    INSERT,
+    SCHEMA_VERSION,
+    StoreUnavailable,
+    insert_rows,
+    parse_database_url,
+    why,
+)
 from backbones.results.exchange import check_import_size, env_machine, export_text, rows_from_json
 from backbones.results.postgres_backend import PostgresBackend
 from backbones.results.records import HERE, RecordError, StoredResult, check_name, decode_row, now_iso, prepare_row
@@ -213,8 +221,7 @@ class ResultsStore:
         rows = [tuple(row[1:]) for row in found if row[1] in valid]
         if not rows:
             return 0
-        sent = self.backend.write(lambda cursor: sum(cursor.execute(INSERT, self._for_backend(row)).rowcount
-                                                     for row in rows))
+        sent = self.backend.write(lambda cursor: insert_rows(cursor, [self._for_backend(row) for row in rows]))
 
         def forget(cursor) -> None:
             for row in rows:
@@ -352,4 +359,4 @@ class ResultsStore:
             raise StoreError(f"cannot read {path}: {why(exc)}") from exc
         rows = [self._for_backend(row) for row in rows_from_json(text, path.name, source=source, now=now_iso())]
         # One transaction: all rows or none.
-        return self.backend.write(lambda cursor: sum(cursor.execute(INSERT, row).rowcount for row in rows))
+        return self.backend.write(lambda cursor: insert_rows(cursor, rows))
