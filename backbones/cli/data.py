@@ -100,11 +100,12 @@ def print_evaluation(args, loaded, result) -> int:
         # Chance-level accuracy of random weights does not belong beside published figures.
         print("note: untrained weights: result not saved", file=sys.stderr)
     elif not args.no_store:
-        try:
-            row = save_evaluation(result)
-            print(f"saved to the results store (id {row})", file=sys.stderr)
-        except ImportError:
-            print("note: results store not available; result not saved", file=sys.stderr)
+        from backbones.cli.measure import warnings_on_stderr
+        from backbones.results.store import ResultsStore
+
+        with warnings_on_stderr():  # a results server that is down: kept locally, with a warning line
+            row = save_evaluation(result, store=ResultsStore(keep_locally=True))
+        print(f"saved to the results store (id {row})", file=sys.stderr)
     if args.json:
         emit_json(result.to_dict())
         return 0

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="measure your fine-tuned checkpoint of the one architecture M")
     p.add_argument("--no-store", action="store_true", help="do not store the results")
-    p.add_argument("--db", default=None, metavar="PATH", help="results database (default $BACKBONES_RESULTS_DB "
-                   "or the cache directory's results.sqlite)")
+    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file or a postgresql:// URL "
+                   "(default $BACKBONES_RESULTS_DB or the cache directory's results.sqlite)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(handler=cmd_bench)
 
@@ -48,12 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "otherwise: show only rows from LABEL ('here' for this machine)")
     p.add_argument("--kind", default=None, help="only rows of this kind (latency, evaluation)")
     p.add_argument("--model", default=None, help="only rows of this model")
-    p.add_argument("--db", default=None, metavar="PATH", help="results database")
+    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file or a postgresql:// URL")
+    p.add_argument("--push", action="store_true",
+                   help="send the results bench/eval kept locally while the --db server was unreachable")
+    p.add_argument("--to-mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
+                   help="export every stored result as an MLflow run (default URI: $MLFLOW_TRACKING_URI, "
+                   "else ./mlruns); re-exporting adds no duplicates")
+    p.add_argument("--experiment", default=None, metavar="NAME",
+                   help="with --to-mlflow: the MLflow experiment (default backbone-lens)")
     p.set_defaults(handler=cmd_results)
 
 
 @contextlib.contextmanager
-def _warnings_on_stderr():
+def warnings_on_stderr():
     """Store warnings (a corrupt database moved aside) as ``warning: ...`` lines, not Python's format."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -82,8 +89,9 @@ def cmd_bench(args) -> int:
             raise BackboneError("--checkpoint goes with exactly one model (its architecture)")
         targets = [load_checkpoint(args.models[0], args.checkpoint)]
 
-    with _warnings_on_stderr():
-        store = None if args.no_store else ResultsStore(args.db)
+    with warnings_on_stderr():
+        # keep_locally: a results server that is down does not cost the sweep its results.
+        store = None if args.no_store else ResultsStore(args.db, keep_locally=True)
         if store is not None:
             store.ensure_writable()  # a read-only database fails now, not after the sweep
         results = bench_models(
@@ -122,7 +130,7 @@ def cmd_bench(args) -> int:
                    "params", "MACs (1 image)", "state_dict MiB"]
         print(format_table(rows, headers))
     if store is not None:
-        print(f"stored {len(results)} result(s) in {store.path}", file=sys.stderr)
+        print(f"stored {len(results)} result(s) in {store.where}", file=sys.stderr)
     return 0
 
 
@@ -143,15 +151,26 @@ def _summary(row) -> str:
 def cmd_results(args) -> int:
     from backbones.results.store import ResultsStore
 
-    with _warnings_on_stderr():
+    if args.experiment is not None and args.to_mlflow is None:
+        raise BackboneError("--experiment goes with --to-mlflow")
+    with warnings_on_stderr():
         store = ResultsStore(args.db)
+        if args.push:
+            sent = store.push()
+            print(f"pushed {sent} kept result(s) to {store.where}", file=sys.stderr)
         if args.import_file:
             added = store.import_json(args.import_file, source=args.source)
-            print(f"imported {added} result(s) from {args.import_file} into {store.path}", file=sys.stderr)
+            print(f"imported {added} result(s) from {args.import_file} into {store.where}", file=sys.stderr)
         if args.export:
             n = store.export_json(args.export, kind=args.kind)
-            print(f"exported {n} result(s) from {store.path} to {args.export}", file=sys.stderr)
-        if (args.import_file or args.export) and not args.json:
+            print(f"exported {n} result(s) from {store.where} to {args.export}", file=sys.stderr)
+        if args.to_mlflow is not None:
+            from backbones.results.mlflow_export import DEFAULT_EXPERIMENT, export_to_mlflow
+
+            done = export_to_mlflow(store, args.to_mlflow or None, experiment=args.experiment or DEFAULT_EXPERIMENT)
+            print(f"exported {done.created} new run(s) to MLflow experiment {done.experiment!r} at {done.tracking_uri} "
+                  f"({done.existing} already there)", file=sys.stderr)
+        if (args.import_file or args.export or args.push or args.to_mlflow is not None) and not args.json:
             return 0
         source_filter = None if args.import_file else args.source
         rows = store.query(kind=args.kind, model=args.model, source=source_filter)
@@ -159,9 +178,9 @@ def cmd_results(args) -> int:
         emit_json([r.to_dict() for r in rows])
         return 0
     if not rows:
-        print(f"no stored results in {store.path} (measure with: python -m backbones bench MODEL)")
+        print(f"no stored results in {store.where} (measure with: python -m backbones bench MODEL)")
         return 0
     table = [[str(r.id), r.kind, r.model, r.source_label, r.created.replace("+00:00", "Z"), _summary(r)] for r in rows]
     print(format_table(table, ["id", "kind", "model", "source", "created (UTC)", "result"]))
-    print(f"\n{len(rows)} result(s) in {store.path}")
+    print(f"\n{len(rows)} result(s) in {store.where}")
     return 0

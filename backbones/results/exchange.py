@@ -133,7 +133,7 @@ def _row(item, source: str | None, file_machine, now: str) -> tuple:
     row_source = (
         source
         or (own if own and own != HERE else None)
-        or _env_machine(env)
+        or env_machine(env)
         or (file_machine if file_machine else None)
         or "imported"
     )
@@ -148,7 +148,8 @@ def _row(item, source: str | None, file_machine, now: str) -> tuple:
     )
 
 
-def _env_machine(env) -> str | None:
+def env_machine(env) -> str | None:
+    """The machine an environment fingerprint names (``machine``, else ``hostname``), or None."""
     if not isinstance(env, dict):
         return None  # the row check reports the bad env
     for key in ("machine", "hostname"):

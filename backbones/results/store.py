@@ -1,31 +1,36 @@
-"""The results store: measurements kept in an embedded SQLite database.
+"""The results store: measurements kept in a database, embedded SQLite by default or a PostgreSQL server.
 
 One row per measurement (``kind`` "latency" for benchmarks, "evaluation" for dataset
 evaluations), with the environment it was measured in and where it comes from
-(``source``: "here", or the machine a JSON export was made on)::
+(``source``: "here", or the machine it was measured on)::
 
-    store = ResultsStore()                      # cache_dir()/results.sqlite, or $BACKBONES_RESULTS_DB
+    store = ResultsStore()                      # $BACKBONES_RESULTS_DB, else cache_dir()/results.sqlite
+    store = ResultsStore("postgresql://lens:PASSWORD@db.lab:5432/lens")   # one board for a whole group
     row_id = store.add("latency", "resnet18", result.to_record(), env=result.env)
     rows = store.query(kind="latency", model=["resnet18", "vgg16"])  # [StoredResult, ...] oldest first
     store.export_json("mine.json")              # take it to a colleague ...
     store.import_json("gpu-box.json")           # ... or bring theirs: source = their machine label
 
-Durability: each ``add`` is one transaction in SQLite's rollback journal, so a process
-killed mid-sweep leaves every earlier row intact. A database file that is not a
-database (or fails SQLite's integrity check) is renamed ``<name>.corrupt-<timestamp>``
-and a new one started, with a :class:`StoreWarning`. A database that cannot be written
-(read-only file or directory) raises :class:`StoreError` on writes; reads still work and
-nothing is lost. Every row written fits the schema of :mod:`backbones.results.records`;
-a row that does not (put there by other means) is skipped on reading, with a notice.
-This module imports no torch: it is cheap to use anywhere.
+The database is named by a file path, ``sqlite:///FILE``, or ``postgresql://...``; one small
+backend class per database (:mod:`~backbones.results.sqlite_backend`,
+:mod:`~backbones.results.postgres_backend`) runs the same SQL on the same versioned schema
+(:mod:`~backbones.results.backend`). Every row has a unique run id (``uid``) and inserts are
+idempotent, so writers on several machines lose and duplicate nothing. On a shared server a
+row measured "here" is stored under the machine it was measured on (its env's ``machine``), as
+an imported row is: there, "here" would mean every machine at once.
+
+With ``keep_locally=True`` (``bench`` and ``eval`` use it) a server that is down or refuses the
+login does not lose the result: it goes to the local SQLite default with a :class:`StoreWarning`
+and :meth:`push` (``python -m backbones results --push``) sends it once the server is back.
+Every row written fits the schema of :mod:`backbones.results.records`; a row that does not
+(put there by other means) is skipped on reading, with a notice. This module imports no torch.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-import sqlite3
-import time
 import uuid
 import warnings
 from collections.abc import Collection
@@ -34,36 +39,35 @@ from pathlib import Path
 from backbones.errors import StoreError
 from backbones.jsonsafe import json_safe
 from backbones.paths import cache_dir
-from backbones.results.exchange import check_import_size, export_text, rows_from_json
+from backbones.results.backend import (
+    COLUMNS,
+    INSERT,
+    SCHEMA_VERSION,
+    StoreUnavailable,
+    insert_rows,
+    parse_database_url,
+    why,
+)
+from backbones.results.exchange import check_import_size, env_machine, export_text, rows_from_json
+from backbones.results.postgres_backend import PostgresBackend
 from backbones.results.records import HERE, RecordError, StoredResult, check_name, decode_row, now_iso, prepare_row
+from backbones.results.sqlite_backend import SqliteBackend
 
-#: Environment variable naming the database file (the ``--db`` option wins over it).
+__all__ = ["DB_ENV", "HERE", "MACHINE_ENV", "SCHEMA_VERSION", "ResultsStore", "StoreError", "StoreUnavailable",
+           "StoreWarning", "StoredResult", "default_path", "default_url", "local_path", "machine_label"]
+
+#: Environment variable naming the database, a file or a URL (the ``--db`` option wins over it).
 DB_ENV = "BACKBONES_RESULTS_DB"
 #: Environment variable naming this machine in exports (default: the host name).
 MACHINE_ENV = "BACKBONES_MACHINE"
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid     TEXT NOT NULL UNIQUE,
-    kind    TEXT NOT NULL,
-    model   TEXT NOT NULL,
-    created TEXT NOT NULL,
-    source  TEXT NOT NULL,
-    env     TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_kind_model ON results (kind, model);
-"""
-_COLUMNS = ("id", "uid", "kind", "model", "created", "source", "env", "payload")
-_INSERT = "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_NEW = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # rows already there (same uid) are kept
+#: The backend class of each URL scheme (see :func:`~backbones.results.backend.parse_database_url`).
+BACKENDS = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
+PUSH_HINT = "python -m backbones results --push"
 
 
 class StoreWarning(UserWarning):
     """Something happened to the database the user should know about (a corrupt file was moved aside,
-    rows that do not fit the schema were skipped)."""
+    rows that do not fit the schema were skipped, a result kept locally while the server was down)."""
 
 
 def machine_label() -> str:
@@ -71,49 +75,61 @@ def machine_label() -> str:
     return os.environ.get(MACHINE_ENV, "").strip() or platform.node() or "unknown machine"
 
 
-def default_path() -> Path:
-    """``$BACKBONES_RESULTS_DB``, else ``cache_dir()/results.sqlite``."""
+def local_path() -> Path:
+    """The embedded default, needing no server: ``cache_dir()/results.sqlite``."""
+    return cache_dir() / "results.sqlite"
+
+
+def default_url() -> str:
+    """``$BACKBONES_RESULTS_DB`` (a file path or a database URL), else :func:`local_path`."""
     explicit = os.environ.get(DB_ENV, "").strip()
-    return Path(explicit).expanduser() if explicit else cache_dir() / "results.sqlite"
+    return explicit or str(local_path())
 
 
-def _is_corruption(exc: sqlite3.Error) -> bool:
-    """True when SQLite says the file itself is bad (not locked, read-only or missing)."""
-    if not isinstance(exc, sqlite3.DatabaseError):
-        return False
-    message = str(exc).lower()
-    if any(s in message for s in ("not a database", "malformed", "corrupt", "encrypted")):
-        return True
-    return not isinstance(exc, sqlite3.OperationalError) and "readonly" not in message and "locked" not in message
+def default_path() -> Path:
+    """The SQLite file used by default: ``$BACKBONES_RESULTS_DB`` when it names one, else :func:`local_path`."""
+    url = parse_database_url(default_url())
+    return Path(url.target).expanduser() if url.scheme == "sqlite" else local_path()
 
 
-def _why(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _insert_returning_id(cursor, row: tuple) -> int:
+    """Insert ``row`` unless its uid is there already; the id of the row with that uid either way."""
+    found = cursor.execute(INSERT + " RETURNING id", row).fetchone()
+    if found is None:
+        found = cursor.execute("SELECT id FROM results WHERE uid = ?", (row[0],)).fetchone()
+    return int(found[0])
 
 
 class ResultsStore:
-    """Measurements in one SQLite file (see the module docstring).
+    """Measurements in one database (see the module docstring).
 
-    ``path`` defaults to :func:`default_path`. Connections are short-lived (one per
-    call), so a store can be shared between threads and processes. ``notices`` collects
-    the warnings issued (for a UI to show); each is also a :class:`StoreWarning`.
+    ``path`` is a file path or a database URL (default :func:`default_url`). ``notices``
+    collects the warnings issued (for a UI to show); each is also a :class:`StoreWarning`.
+    :attr:`where` names the database for messages (a PostgreSQL URL without its password).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path).expanduser() if path is not None else default_path()
+    def __init__(self, path: str | os.PathLike | None = None, *, keep_locally: bool = False):
+        url = parse_database_url(os.fspath(path) if path is not None else default_url())
         self.notices: list[str] = []
-        self._checked = False
+        self.backend = BACKENDS[url.scheme](url.target, self._notify)
+        self.keep_locally = keep_locally
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None on a server)."""
+        return getattr(self.backend, "path", None)
+
+    @property
+    def where(self) -> str:
+        """The database as shown to users: the file, or ``postgresql://user@host:port/db`` (never the password)."""
+        return self.backend.where
 
     def __repr__(self) -> str:
-        return f"ResultsStore({str(self.path)!r})"
+        return f"ResultsStore({self.where!r})"
 
-    # ----------------------------------------------------------------- connections
-
-    def _open(self, *, read_only: bool = False) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + ("?mode=ro" if read_only else "")
-        conn = sqlite3.connect(uri, uri=True, timeout=30)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # connect() is lazy: fail here
-        return conn
+    def close(self) -> None:
+        """Close a server connection now rather than when the store is garbage-collected."""
+        getattr(self.backend, "close", lambda: None)()
 
     def _notify(self, message: str, *, row: int = 0) -> None:
         """Keep ``message`` for a UI and issue it as a :class:`StoreWarning`.
@@ -125,173 +141,94 @@ class ResultsStore:
         warnings.warn_explicit(message, StoreWarning, "<results store>", row)
 
     def check_health(self) -> None:
-        """Check the file once per store: a corrupt one is moved aside (with a notice) before it is used.
-
-        Reads and writes do this themselves; a UI calls it first to show the notice early.
-        """
-        if self._checked or not self.path.exists():
-            return
-        try:
-            conn = self._open(read_only=not os.access(self.path, os.W_OK))
-            try:
-                status = conn.execute("PRAGMA quick_check").fetchone()
-                if status is None or status[0] != "ok":
-                    raise sqlite3.DatabaseError(f"integrity check failed: {status[0] if status else 'no answer'}")
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if "results" in tables:
-                    cols = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
-                    if not set(_COLUMNS) <= cols:
-                        raise StoreError(
-                            f"{self.path} has a 'results' table that is not Backbone Lens's; "
-                            f"choose another file with --db or ${DB_ENV}"
-                        )
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            if not _is_corruption(exc):
-                raise StoreError(f"cannot read results database {self.path}: {_why(exc)}") from exc
-            rescued = self._salvage()
-            target = self._move_aside(_why(exc))
-            self._checked = True
-            restored = self._restore(rescued)
-            message = (
-                f"results database {self.path} was corrupt ({_why(exc)}); moved it to {target.name} "
-                f"and started a new one" + (f" with the {restored} row(s) that could still be read" if restored else "")
-            )
-            self._notify(message)
-        self._checked = True
-
-    def _salvage(self) -> list[tuple]:
-        """Rows still readable from a corrupt file, in id order, until the first unreadable page."""
-        rows: list[tuple] = []
-        try:
-            conn = self._open(read_only=True)
-        except sqlite3.Error:
-            return rows
-        try:
-            cursor = conn.execute(f"SELECT {', '.join(_COLUMNS[1:])} FROM results ORDER BY id")
-            for row in cursor:
-                rows.append(tuple(row))
-        except sqlite3.Error:
-            pass
-        finally:
-            conn.close()
-        return rows
-
-    def _restore(self, rows: list[tuple]) -> int:
-        if not rows:
-            return 0
-        try:
-            conn = self._writer()
-        except StoreError:
-            return 0
-        try:
-            with conn:
-                return sum(conn.execute(_INSERT_NEW, row).rowcount for row in rows)
-        except sqlite3.Error:
-            return 0
-        finally:
-            conn.close()
-
-    def _move_aside(self, reason: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        try:
-            os.replace(self.path, target)
-            # A journal belongs to the broken file; left in place it would be applied to the new one.
-            for suffix in ("-journal", "-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists():
-                    os.replace(side, target.with_name(target.name + suffix))
-        except OSError as exc:
-            raise StoreError(
-                f"results database {self.path} is corrupt ({reason}) and cannot be moved aside: {_why(exc)}"
-            ) from exc
-        return target
-
-    def _writer(self) -> sqlite3.Connection:
-        self.check_health()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the results directory {self.path.parent}: {_why(exc)}") from exc
-        try:
-            conn = self._open()
-            with conn:
-                conn.executescript(_SCHEMA)
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        return conn
-
-    def _write_error(self, exc: sqlite3.Error) -> StoreError:
-        hint = f"choose a writable file with --db or ${DB_ENV}"
-        message = str(exc).lower()
-        if "readonly" in message or "read-only" in message or "unable to open" in message:
-            return StoreError(f"results database {self.path} is read-only here ({_why(exc)}); nothing was stored; {hint}")
-        return StoreError(f"cannot write to results database {self.path}: {_why(exc)}; {hint}")
-
-    def _reader(self) -> sqlite3.Connection | None:
-        """A connection for reading, or None when there is no database yet (reads never create it)."""
-        self.check_health()
-        if not self.path.exists():
-            return None
-        try:
-            # Read-write when possible: SQLite may need to roll back a killed writer's journal.
-            try:
-                return self._open()
-            except sqlite3.OperationalError:
-                return self._open(read_only=True)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read results database {self.path}: {_why(exc)}") from exc
+        """Check the database once: a corrupt SQLite file is moved aside (with a notice), an unreachable
+        server is a :class:`StoreError`. Reads and writes do this themselves; a UI calls it to show it early."""
+        self.backend.check_health()
 
     # ----------------------------------------------------------------- writing
 
-    def ensure_writable(self) -> None:
-        """Create the database if needed; :class:`StoreError` now rather than after a long sweep."""
-        conn = self._writer()
-        try:
-            # Only a real write proves it (root, read-only mounts): insert a row and roll it back.
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, '', '', '', '', '', '')",
-                ("probe-" + uuid.uuid4().hex,),
-            )
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        finally:
-            conn.close()
+    def _for_backend(self, row: tuple) -> tuple:
+        """``row`` as this database keeps it: on a shared server, "here" becomes the machine it was measured on."""
+        if self.backend.shared and row[4] == HERE:
+            return row[:4] + (env_machine(json.loads(row[5])) or machine_label(),) + row[5:]
+        return row
 
-    def add(self, kind: str, model: str, payload: dict, *, env: dict | None = None, source: str = HERE) -> int:
+    def ensure_writable(self) -> None:
+        """Create the database if needed; :class:`StoreError` now rather than after a long sweep.
+
+        With ``keep_locally``, an unreachable server is fine as long as the local default is writable.
+        """
+        try:
+            self.backend.ensure_writable()
+        except StoreUnavailable:
+            if not self.keep_locally:
+                raise
+            ResultsStore(local_path()).ensure_writable()
+
+    def add(self, kind: str, model: str, payload: dict, *, env: dict | None = None, source: str = HERE,
+            run_id: str | None = None) -> int:
         """Store one result (one transaction) and return its row id.
 
         ``env`` defaults to a minimal fingerprint (machine, host, time); measurement code
-        passes the full one (:func:`backbones.measure.collect_env`). NaN and infinity are
-        stored as null (strict JSON); a row that does not fit the schema is a :class:`StoreError`.
+        passes the full one (:func:`backbones.measure.collect_env`). ``run_id`` (default: a new
+        uuid) makes the insert idempotent: adding the same run id again returns the first row's id.
+        NaN and infinity are stored as null (strict JSON); a row that does not fit the schema is a
+        :class:`StoreError`.
         """
         if not isinstance(payload, dict):
             raise StoreError(f"a result's payload must be a dict, got {type(payload).__name__}")
         env = dict(env) if env is not None else {"machine": machine_label(), "hostname": platform.node(), "time": now_iso()}
         try:
             row = prepare_row(kind=kind, model=model, created=now_iso(), source=source or HERE,
-                              env=json_safe(env), payload=json_safe(payload), uid=uuid.uuid4().hex)
+                              env=json_safe(env), payload=json_safe(payload), uid=run_id or uuid.uuid4().hex)
         except RecordError as exc:
             raise StoreError(f"cannot store this result: {exc}") from exc
-        conn = self._writer()
         try:
-            with conn:
-                cur = conn.execute(_INSERT, row)
-            return int(cur.lastrowid)
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        finally:
-            conn.close()
+            return self.backend.write(lambda cursor: _insert_returning_id(cursor, self._for_backend(row)))
+        except StoreUnavailable as exc:
+            if not self.keep_locally:
+                raise
+            return self._keep_locally(row, exc)
+
+    def _keep_locally(self, row: tuple, exc: StoreUnavailable) -> int:
+        """Write ``row`` to the local default, marked for :meth:`push` to this database; warn."""
+        local = ResultsStore(local_path())
+
+        def keep(cursor) -> int:
+            row_id = _insert_returning_id(cursor, row)
+            cursor.execute("INSERT INTO pending_push (uid, target, kept) VALUES (?, ?, ?) ON CONFLICT (uid) DO NOTHING",
+                           (row[0], self.where, now_iso()))
+            return row_id
+
+        row_id = local.backend.write(keep)
+        self._notify(f"{exc}; kept this result in {local.where}: send it with `{PUSH_HINT}` once the server is back")
+        return row_id
+
+    def push(self) -> int:
+        """Send the results kept locally for this database while it was unreachable; returns how many were sent.
+
+        Rows already there (same run id) are not sent twice; each one sent is no longer pending.
+        """
+        local = ResultsStore(local_path())
+        if local.where == self.where:
+            raise StoreError(f"--push sends results kept in {local.where} to a server: name the server with "
+                             f"--db URL or ${DB_ENV}")
+        self.backend.check_health()  # a server still down is reported even with nothing to send
+        columns = ", ".join("r." + c for c in COLUMNS)
+        found = local.backend.read(f"SELECT {columns} FROM results r JOIN pending_push p ON p.uid = r.uid "
+                                   "WHERE p.target = ? ORDER BY r.id", [self.where])
+        valid = {r.uid for r in self._decode(found, local.where)}  # checked again: the file may have been edited
+        rows = [tuple(row[1:]) for row in found if row[1] in valid]
+        if not rows:
+            return 0
+        sent = self.backend.write(lambda cursor: insert_rows(cursor, [self._for_backend(row) for row in rows]))
+
+        def forget(cursor) -> None:
+            for row in rows:
+                cursor.execute("DELETE FROM pending_push WHERE uid = ? AND target = ?", (row[0], self.where))
+
+        local.backend.write(forget)
+        return sent
 
     def delete(
         self, ids=None, *, kind: str | None = None, model: str | None = None, source: str | None = None
@@ -313,17 +250,10 @@ class ResultsStore:
         return self._delete([], [])
 
     def _delete(self, where: list[str], args: list) -> int:
-        if not self.path.exists():
-            return 0
-        conn = self._writer()
-        try:
-            with conn:
-                sql = "DELETE FROM results" + (" WHERE " + " AND ".join(where) if where else "")
-                return conn.execute(sql, args).rowcount
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        finally:
-            conn.close()
+        if self.path is not None and not self.path.exists():
+            return 0  # deleting creates nothing
+        sql = "DELETE FROM results" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.backend.write(lambda cursor: cursor.execute(sql, args).rowcount)
 
     # ----------------------------------------------------------------- reading
 
@@ -339,25 +269,30 @@ class ResultsStore:
                 args.append(value)
             else:
                 values = list(value)
-                where.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+                where.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "1 = 0")
                 args.extend(values)
         return where, args
 
     def _select(self, sql: str, args: list) -> list[tuple]:
         """Rows of one read-only statement; none when there is no database or table yet."""
-        conn = self._reader()
-        if conn is None:
-            return []
-        try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise StoreError(f"cannot read results database {self.path}: {_why(exc)}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read results database {self.path}: {_why(exc)}") from exc
-        finally:
-            conn.close()
+        return self.backend.read(sql, args)
+
+    def _decode(self, found: list[tuple], where: str) -> list[StoredResult]:
+        """Rows as :class:`StoredResult`; those that do not fit the schema skipped, with one notice."""
+        results, skipped = [], []
+        for row in found:
+            try:
+                results.append(decode_row(row))
+            except RecordError as exc:
+                skipped.append((row[0], exc))
+        if skipped:
+            first_id, reason = skipped[0]
+            self._notify(
+                f"skipped {len(skipped)} stored result(s) in {where} that do not fit the results schema "
+                f"(first: id {first_id}: {reason})",
+                row=first_id,
+            )
+        return results
 
     def query(
         self,
@@ -371,21 +306,8 @@ class ResultsStore:
         notice per call naming how many and the first (see :attr:`notices`).
         """
         where, args = self._where(kind=kind, model=model, source=source)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM results" + (" WHERE " + " AND ".join(where) if where else "")
-        results, skipped = [], []
-        for row in self._select(sql + " ORDER BY id", args):
-            try:
-                results.append(decode_row(row))
-            except RecordError as exc:
-                skipped.append((row[0], exc))
-        if skipped:
-            first_id, why = skipped[0]
-            self._notify(
-                f"skipped {len(skipped)} stored result(s) in {self.path} that do not fit the results schema "
-                f"(first: id {first_id}: {why})",
-                row=first_id,
-            )
-        return results
+        sql = f"SELECT {', '.join(COLUMNS)} FROM results" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._decode(self._select(sql + " ORDER BY id", args), self.where)
 
     def sources(self) -> list[str]:
         """Distinct sources, ``"here"`` first (names that are not plain text are left out)."""
@@ -399,7 +321,7 @@ class ResultsStore:
         return sorted(seen, key=lambda s: (s != HERE, s))
 
     def count(self) -> int:
-        """How many rows the database holds (counted by SQLite; rows are not read)."""
+        """How many rows the database holds (counted by the database; rows are not read)."""
         rows = self._select("SELECT count(*) FROM results", [])
         return rows[0][0] if rows else 0
 
@@ -416,7 +338,7 @@ class ResultsStore:
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {target}: {_why(exc)}") from exc
+            raise StoreError(f"cannot write {target}: {why(exc)}") from exc
         return len(rows)
 
     def import_json(self, path: str | os.PathLike, *, source: str | None = None) -> int:
@@ -434,16 +356,7 @@ class ResultsStore:
             check_import_size(path.stat().st_size, path.name)
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise StoreError(f"cannot read {path}: {_why(exc)}") from exc
-        rows = rows_from_json(text, path.name, source=source, now=now_iso())
-        conn = self._writer()
-        added = 0
-        try:
-            with conn:  # one transaction: all rows or none
-                for row in rows:
-                    added += conn.execute(_INSERT_NEW, row).rowcount
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        finally:
-            conn.close()
-        return added
+            raise StoreError(f"cannot read {path}: {why(exc)}") from exc
+        rows = [self._for_backend(row) for row in rows_from_json(text, path.name, source=source, now=now_iso())]
+        # One transaction: all rows or none.
+        return self.backend.write(lambda cursor: insert_rows(cursor, rows))

@@ -7,7 +7,10 @@ import pytest
 from backbones.results.comparison import X_AXES, comparison_rows
 from backbones.results.pareto import pareto_front
 from backbones.results.store import ResultsStore
+from tests.unit import pg
 from tests.unit.results_files import ENV, evaluation_payload, latency_payload
+
+new_db, pg_cluster = pg.new_db, pg.pg_cluster  # fixtures: SQLite and PostgreSQL in turn
 
 
 def test_pareto_front_worked_by_hand():
@@ -24,8 +27,10 @@ def test_axes_say_their_units():
     assert set(X_AXES) == {"latency", "macs", "params", "size"}
 
 
-def _store(tmp_path) -> ResultsStore:
-    store = ResultsStore(tmp_path / "r.sqlite")
+def _store(location) -> ResultsStore:
+    # The series tests stay on SQLite: on a shared server "here" rows are stored under their machine
+    # (gpu-box in ENV), which would merge them with the gpu-box series below.
+    store = ResultsStore(location)
     store.add("latency", "resnet18", latency_payload(median_ms=30.0), env=ENV)
     store.add("latency", "resnet18", latency_payload(median_ms=20.0), env=ENV)  # latest wins
     store.add("latency", "resnet18", latency_payload(median_ms=5.0, threads=4), env=ENV)
@@ -37,7 +42,7 @@ def _store(tmp_path) -> ResultsStore:
 
 
 def test_rows_per_series_latest_first_matching_settings(tmp_path):
-    store = _store(tmp_path)
+    store = _store(tmp_path / "r.sqlite")
     rows = comparison_rows(["resnet18", "squeezenet1_1"], store=store, threads=1)
     assert [(r.model, r.series, r.latency_ms) for r in rows] == [
         ("resnet18", "measured here", 20.0),
@@ -51,8 +56,8 @@ def test_rows_per_series_latest_first_matching_settings(tmp_path):
     assert [r.to_dict()["gmacs"] for r in cuda] == [pytest.approx(1.814073344)]
 
 
-def test_one_read_of_the_store_for_only_the_models_asked(tmp_path, monkeypatch):
-    store = _store(tmp_path)
+def test_one_read_of_the_store_for_only_the_models_asked(new_db, monkeypatch):
+    store = _store(new_db())
     statements = []
     original = ResultsStore._select
 
@@ -69,7 +74,7 @@ def test_one_read_of_the_store_for_only_the_models_asked(tmp_path, monkeypatch):
 
 
 def test_query_filters_in_sql(tmp_path):
-    store = _store(tmp_path)
+    store = _store(tmp_path / "r.sqlite")
     assert {r.model for r in store.query(model=["other", "nothing"])} == {"other"}
     assert [r.kind for r in store.query(kind=("evaluation",))] == ["evaluation"]
     assert store.query(model=[]) == []

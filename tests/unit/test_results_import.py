@@ -15,29 +15,35 @@ import pytest
 from backbones.errors import StoreError
 from backbones.results.exchange import DEFAULT_MAX_IMPORT_ROWS, MAX_IMPORT_BYTES, MAX_IMPORT_ROWS_ENV
 from backbones.results.store import ResultsStore
+from tests.unit import pg
 from tests.unit.results_files import evaluation_payload, export, row, spoiled, write
+
+new_db, pg_cluster = pg.new_db, pg.pg_cluster  # fixtures: SQLite and PostgreSQL in turn
 
 
 @pytest.fixture()
-def store(tmp_path) -> ResultsStore:
-    store = ResultsStore(tmp_path / "r.sqlite")
+def store(new_db) -> ResultsStore:
+    store = ResultsStore(new_db())
     store.add("latency", "kept", {"median_ms": 1.0})
     return store
 
 
-def _content(path: Path) -> bytes:
-    with open(path, "rb") as f:  # not Path.read_bytes: one test makes that fail
-        return f.read()
+def _content(store: ResultsStore):
+    """The whole database: the file's bytes (SQLite), else every stored row as the server holds it."""
+    if store.path is not None:
+        with open(store.path, "rb") as f:  # not Path.read_bytes: one test makes that fail
+            return f.read()
+    return store.backend.read("SELECT * FROM results ORDER BY id", [])
 
 
 def refused(store: ResultsStore, path: Path, match: str) -> str:
     """Import ``path``, expect a refusal matching ``match``; check that nothing was written."""
-    before = _content(store.path)
+    before = _content(store)
     with pytest.raises(StoreError, match=match) as info:
         store.import_json(path)
     message = str(info.value)
     assert "\n" not in message and len(message) < 400
-    assert _content(store.path) == before, "a refused import must not write anything"
+    assert _content(store) == before, "a refused import must not write anything"
     assert [r.model for r in store.query()] == ["kept"]
     return message
 
@@ -222,10 +228,10 @@ def test_bench_list_rows_are_checked_too(store, tmp_path):
 
 def test_a_bad_source_label_is_refused(store, tmp_path):
     file = write(tmp_path / "results.json", export([row(0)]))
-    before = store.path.read_bytes()
+    before = _content(store)
     with pytest.raises(StoreError, match="row 1: source must be plain text"):
         store.import_json(file, source="<a href=x>me</a>")
-    assert store.path.read_bytes() == before
+    assert _content(store) == before
 
 
 def test_cli_import_refusal_is_one_line_and_exit_2(tmp_path, capsys):

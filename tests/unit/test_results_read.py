@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,10 @@ import pytest
 
 from backbones.results.comparison import comparison_rows
 from backbones.results.store import ResultsStore, StoreWarning
+from tests.unit import pg
 from tests.unit.results_files import ENV, evaluation_payload, latency_payload
+
+new_db, pg_cluster = pg.new_db, pg.pg_cluster  # fixtures: SQLite and PostgreSQL in turn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,55 +38,61 @@ BAD_ROWS = [  # (kind, model, source, env JSON, payload JSON)
 ]
 
 
-def _store_with_bad_rows(path: Path) -> ResultsStore:
-    store = ResultsStore(path)
+def _bad_rows(store: ResultsStore) -> list[tuple]:
+    # A BLOB cannot be put in a PostgreSQL text column at all: that row is SQLite's own.
+    return [r for r in BAD_ROWS if not (store.path is None and isinstance(r[1], bytes))]
+
+
+def _insert_raw(store: ResultsStore, rows: list[tuple], created: str = "2099-01-01T00:00:00+00:00") -> None:
+    """Rows put in by plain SQL (through the backend: no schema check), uids bad0, bad1, ..."""
+
+    def insert(cursor):
+        for i, (kind, model, source, env, payload) in enumerate(rows):
+            cursor.execute("INSERT INTO results (uid, kind, model, created, source, env, payload) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (f"bad{i}", kind, model, created, source, env, payload))
+
+    store.backend.write(insert)
+
+
+def _store_with_bad_rows(location) -> ResultsStore:
+    store = ResultsStore(location)
     store.add("latency", "resnet18", latency_payload(median_ms=12.0), env=ENV)
     store.add("evaluation", "resnet18", evaluation_payload(top1=0.75), env=ENV)
-    conn = sqlite3.connect(path)
-    with conn:
-        for i, (kind, model, source, env, payload) in enumerate(BAD_ROWS):
-            conn.execute(
-                "INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (f"bad{i}", kind, model, "2099-01-01T00:00:00+00:00", source, env, payload),
-            )
-    conn.close()
+    _insert_raw(store, _bad_rows(store))
     store.add("latency", "vgg16", latency_payload("vgg16", median_ms=40.0), env=ENV)
-    return ResultsStore(path)
+    return ResultsStore(location)
 
 
-def test_query_skips_bad_rows_with_one_notice(tmp_path):
-    store = _store_with_bad_rows(tmp_path / "r.sqlite")
-    with pytest.warns(StoreWarning, match=rf"skipped {len(BAD_ROWS)} stored result\(s\)") as caught:
+def test_query_skips_bad_rows_with_one_notice(new_db):
+    store = _store_with_bad_rows(new_db())
+    bad = _bad_rows(store)
+    with pytest.warns(StoreWarning, match=rf"skipped {len(bad)} stored result\(s\)") as caught:
         rows = store.query()
     assert [(r.kind, r.model) for r in rows] == [("latency", "resnet18"), ("evaluation", "resnet18"), ("latency", "vgg16")]
     assert len(caught) == 1 and len(store.notices) == 1
     notice = store.notices[0]
     assert "\n" not in notice and "first: id 3: payload.top1 must be a number, got str" in notice
     assert "evil" not in notice
-    assert store.count() == len(BAD_ROWS) + 3  # counted, not read
-    assert store.sources() == ["here"]  # the HTML source is not offered either
+    assert store.count() == len(bad) + 3  # counted, not read
+    # The raw rows' "here" and the added rows' source; the HTML source is not offered.
+    assert set(store.sources()) == {"here", pg.here_label(store, "gpu-box")}
 
 
-def test_each_bad_row_alone_is_skipped(tmp_path):
-    for i, bad in enumerate(BAD_ROWS):
-        path = tmp_path / f"r{i}.sqlite"
-        ResultsStore(path).add("latency", "vgg16", latency_payload("vgg16"), env=ENV)
-        conn = sqlite3.connect(path)
-        with conn:
-            conn.execute("INSERT INTO results (uid, kind, model, created, source, env, payload) VALUES "
-                         "('x', ?, ?, '2099-01-01T00:00:00+00:00', ?, ?, ?)", (bad[0], bad[1], bad[2], bad[3], bad[4]))
-        conn.close()
+def test_each_bad_row_alone_is_skipped(new_db):
+    for bad in _bad_rows(ResultsStore(new_db())):
+        location = new_db()
+        ResultsStore(location).add("latency", "vgg16", latency_payload("vgg16"), env=ENV)
+        _insert_raw(ResultsStore(location), [bad])
         with pytest.warns(StoreWarning, match="skipped 1 stored result"):
-            assert [r.model for r in ResultsStore(path).query()] == ["vgg16"], bad[:3]
+            assert [r.model for r in ResultsStore(location).query()] == ["vgg16"], bad[:3]
 
 
-def test_comparison_shows_the_good_rows(tmp_path):
-    store = _store_with_bad_rows(tmp_path / "r.sqlite")
+def test_comparison_shows_the_good_rows(new_db):
+    store = _store_with_bad_rows(new_db())
+    series = "measured here" if store.path is not None else "measured on gpu-box"
     with pytest.warns(StoreWarning):
         rows = comparison_rows(["resnet18", "vgg16"], store=store, threads=1)
-    assert [(r.model, r.series, r.latency_ms) for r in rows] == [
-        ("resnet18", "measured here", 12.0), ("vgg16", "measured here", 40.0)
-    ]
+    assert [(r.model, r.series, r.latency_ms) for r in rows] == [("resnet18", series, 12.0), ("vgg16", series, 40.0)]
     assert rows[0].accuracy_on == {"flowers": 0.75}
     assert len(store.notices) == 1
 

@@ -1,4 +1,8 @@
-"""The SQLite results store: durability, corruption recovery, read-only files, JSON exchange, SQL filters."""
+"""The results store: durability, corruption recovery, read-only files, JSON exchange, SQL filters.
+
+Tests that take ``new_db`` run on both backends (SQLite and a throwaway PostgreSQL cluster, see
+tests/unit/pg.py); the file-level ones (corruption, permissions, killed writers) are SQLite's own.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,12 @@ from pathlib import Path
 import pytest
 
 from backbones.errors import StoreError
+from backbones.results.sqlite_backend import SqliteBackend
 from backbones.results.store import DB_ENV, HERE, ResultsStore, StoredResult, StoreWarning
+from tests.unit import pg
+from tests.unit.pg import here_label
+
+new_db, pg_cluster = pg.new_db, pg.pg_cluster  # fixtures: SQLite and PostgreSQL in turn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +36,9 @@ def _integrity(path: Path) -> str:
         conn.close()
 
 
-def test_add_and_query(tmp_path):
-    store = ResultsStore(tmp_path / "r.sqlite")
+def test_add_and_query(new_db):
+    store = ResultsStore(new_db())
+    here = here_label(store, "laptop")
     a = store.add("latency", "resnet18", {"median_ms": 12.5}, env={"machine": "laptop", "threads": 2})
     b = store.add("evaluation", "resnet18", {"top1": 0.75})
     c = store.add("latency", "vgg16", {"median_ms": float("nan")})
@@ -37,9 +47,10 @@ def test_add_and_query(tmp_path):
     assert [r.id for r in rows] == [a, b, c]
     first = rows[0]
     assert isinstance(first, StoredResult)
-    assert (first.kind, first.model, first.source) == ("latency", "resnet18", HERE)
+    assert (first.kind, first.model, first.source) == ("latency", "resnet18", here)
     assert first.payload == {"median_ms": 12.5} and first.env == {"machine": "laptop", "threads": 2}
-    assert first.created.endswith("+00:00") and first.source_label == "measured here"
+    assert first.created.endswith("+00:00")
+    assert first.source_label == ("measured here" if here == HERE else f"measured on {here}")
     assert rows[1].env["machine"]  # a minimal fingerprint when none is given
     assert rows[2].payload == {"median_ms": None}  # strict JSON: NaN is stored as null
     assert [r.model for r in store.query(kind="latency")] == ["resnet18", "vgg16"]
@@ -47,11 +58,18 @@ def test_add_and_query(tmp_path):
     assert store.query(source="elsewhere") == []
     d = first.to_dict()
     assert {"id", "kind", "model", "created", "source", "env", "payload"} <= set(d)
-    assert store.sources() == [HERE]
+    assert store.sources() == sorted({here, here_label(store)}, key=lambda s: (s != HERE, s))
 
 
-def test_delete_and_clear(tmp_path):
-    store = ResultsStore(tmp_path / "r.sqlite")
+def test_run_id_makes_add_idempotent(new_db):
+    store = ResultsStore(new_db())
+    first = store.add("latency", "resnet18", {"median_ms": 1.0}, run_id="run-1")
+    assert store.add("latency", "resnet18", {"median_ms": 2.0}, run_id="run-1") == first
+    assert [(r.uid, r.payload) for r in store.query()] == [("run-1", {"median_ms": 1.0})]
+
+
+def test_delete_and_clear(new_db):
+    store = ResultsStore(new_db())
     ids = [store.add("latency", m, {}) for m in ("a", "b", "c")]
     assert store.delete([ids[0]]) == 1
     assert store.delete(model="b") == 1
@@ -75,8 +93,8 @@ def test_reading_a_missing_database_creates_nothing(tmp_path):
     assert not (tmp_path / "sub").exists()
 
 
-def test_invalid_rows_refused(tmp_path):
-    store = ResultsStore(tmp_path / "r.sqlite")
+def test_invalid_rows_refused(new_db):
+    store = ResultsStore(new_db())
     with pytest.raises(StoreError):
         store.add("", "m", {})
     with pytest.raises(StoreError):
@@ -150,8 +168,8 @@ def test_read_only_database_simulated(tmp_path, monkeypatch):
     # simulate exactly that open mode.
     path, _ = _read_only_after_rows(tmp_path)
     before = path.read_bytes()
-    original = ResultsStore._open
-    monkeypatch.setattr(ResultsStore, "_open", lambda self, read_only=False: original(self, read_only=True))
+    original = SqliteBackend._open
+    monkeypatch.setattr(SqliteBackend, "_open", lambda self, read_only=False: original(self, read_only=True))
     store = ResultsStore(path)
     assert [r.model for r in store.query()] == ["kept1", "kept2"]
     with pytest.raises(StoreError, match="read-only") as info:
@@ -255,7 +273,7 @@ def test_writer_killed_mid_transaction_keeps_committed_rows(tmp_path):
 # ------------------------------------------------------------------ JSON exchange
 
 
-def _filled(path: Path) -> ResultsStore:
+def _filled(path: str | Path) -> ResultsStore:
     store = ResultsStore(path)
     store.add("latency", "resnet18", {"median_ms": 3.5, "device": "cuda"}, env={"machine": "gpu-box", "time": "t1"})
     store.add("latency", "vgg16", {"median_ms": 9.0, "device": "cuda"}, env={"hostname": "gpu-box-2"})
@@ -263,14 +281,14 @@ def _filled(path: Path) -> ResultsStore:
     return store
 
 
-def test_export_import_round_trip(tmp_path):
-    src = _filled(tmp_path / "a.sqlite")
+def test_export_import_round_trip(tmp_path, new_db):
+    src = _filled(new_db())
     out = tmp_path / "export.json"
     assert src.export_json(out) == 3
     document = json.loads(out.read_text())
     assert document["format"] == "backbone-lens-results" and len(document["results"]) == 3
 
-    dst = ResultsStore(tmp_path / "b.sqlite")
+    dst = ResultsStore(new_db())
     dst.add("latency", "resnet18", {"median_ms": 20.0})
     assert dst.import_json(out) == 3
     originals, imported = src.query(), dst.query()[1:]
@@ -279,26 +297,26 @@ def test_export_import_round_trip(tmp_path):
     # Imported rows are shown as their own series: the machine they were measured on.
     assert [r.source for r in imported] == ["gpu-box", "gpu-box-2", "gpu-box"]
     assert imported[0].source_label == "measured on gpu-box"
-    assert dst.sources() == [HERE, "gpu-box", "gpu-box-2"]
+    assert dst.sources() == sorted({here_label(dst), "gpu-box", "gpu-box-2"}, key=lambda s: (s != HERE, s))
     assert dst.import_json(out) == 0, "importing the same file twice adds nothing"
 
     # Exported again from the second store, imported rows keep their machine; local ones get this machine's.
     again = tmp_path / "again.json"
     dst.export_json(again)
-    third = ResultsStore(tmp_path / "c.sqlite")
+    third = ResultsStore(new_db())
     assert third.import_json(again, source=None) == 4
     assert [r.source for r in third.query()][1:] == ["gpu-box", "gpu-box-2", "gpu-box"]
 
-    labelled = ResultsStore(tmp_path / "d.sqlite")
+    labelled = ResultsStore(new_db())
     assert labelled.import_json(out, source="colleague") == 3
     assert labelled.sources() == ["colleague"]
 
 
-def test_import_bench_json_list(tmp_path):
+def test_import_bench_json_list(tmp_path, new_db):
     bench = [{"model": "resnet18", "median_ms": 4.0, "env": {"machine": "laptop", "time": "2024-01-01T00:00:00+00:00"}}]
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(bench))
-    store = ResultsStore(tmp_path / "r.sqlite")
+    store = ResultsStore(new_db())
     assert store.import_json(path) == 1
     (row,) = store.query()
     assert (row.kind, row.model, row.source, row.created) == ("latency", "resnet18", "laptop", "2024-01-01T00:00:00+00:00")
@@ -318,10 +336,10 @@ def test_import_bench_json_list(tmp_path):
         ('[{"model": "m"}]', "not a benchmark result"),
     ],
 )
-def test_malformed_import_is_refused_whole(tmp_path, text, message):
+def test_malformed_import_is_refused_whole(tmp_path, new_db, text, message):
     path = tmp_path / "bad.json"
     path.write_text(text)
-    store = ResultsStore(tmp_path / "r.sqlite")
+    store = ResultsStore(new_db())
     store.add("latency", "kept", {})
     with pytest.raises(StoreError, match=message.replace("(", r"\(")) as info:
         store.import_json(path)
@@ -334,24 +352,26 @@ def test_import_missing_file(tmp_path):
         ResultsStore(tmp_path / "r.sqlite").import_json(tmp_path / "absent.json")
 
 
-def test_cli_results_export_import(tmp_path, capsys):
+def test_cli_results_export_import(tmp_path, new_db, capsys):
     from backbones.cli import main
 
-    _filled(tmp_path / "a.sqlite")
+    a, b = new_db(), new_db()
+    _filled(a)
     out = tmp_path / "x.json"
-    assert main(["results", "--db", str(tmp_path / "a.sqlite"), "--export", str(out)]) == 0
+    assert main(["results", "--db", a, "--export", str(out)]) == 0
     assert "exported 3" in capsys.readouterr().err
-    assert main(["results", "--db", str(tmp_path / "b.sqlite"), "--import", str(out)]) == 0
-    assert "imported 3" in capsys.readouterr().err
-    assert main(["results", "--db", str(tmp_path / "b.sqlite")]) == 0
+    assert main(["results", "--db", b, "--import", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "imported 3" in err and "s3cret" not in err
+    assert main(["results", "--db", b]) == 0
     table = capsys.readouterr().out
     assert "measured on gpu-box" in table and "vgg16" in table
-    assert main(["results", "--db", str(tmp_path / "b.sqlite"), "--json", "--kind", "evaluation"]) == 0
+    assert main(["results", "--db", b, "--json", "--kind", "evaluation"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["resnet18"] and rows[0]["payload"] == {"top1": 0.71}
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    assert main(["results", "--db", str(tmp_path / "b.sqlite"), "--import", str(bad)]) == 2
+    assert main(["results", "--db", b, "--import", str(bad)]) == 2
     assert capsys.readouterr().err.startswith("error: bad.json")
 
 
