@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbones.errors import BackboneError
-from dashboard.caches import comparison, loaded_model, results_store
+from dashboard.caches import catalog_rows, comparison, guard_memory, loaded_model, results_store, weights_rows
 from dashboard.caches import digest as digest_of
-from dashboard.state import CUSTOM_PREFIX, push_notice
+from dashboard.state import CUSTOM_PREFIX, device, push_notice
 
 # Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
 IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
@@ -135,7 +135,11 @@ def run_evaluation(option: str, dataset, *, batch_size: int = 16, limit: int | N
     from backbones.data.evaluation import evaluate_dataset, save_evaluation
 
     loaded = loaded_model(option)
-    result = evaluate_dataset(loaded, dataset, batch_size=batch_size, limit=limit, progress=progress)
+    # workers=0: decoding in the server's own thread; worker processes per visitor would multiply memory.
+    with guard_memory(device(), f"evaluating {loaded.name}"):
+        result = evaluate_dataset(
+            loaded, dataset, batch_size=batch_size, limit=limit, progress=progress, should_stop=session_gone(), workers=0
+        )
     if loaded.trained:
         try:
             save_evaluation(result, store=results_store())
@@ -186,3 +190,19 @@ def load_checkpoint_upload(data: bytes, file_name: str, *, arch: str, label: str
     )
     state.select(state.CUSTOM_PREFIX + name)
     return loaded
+
+
+def download_weights(names: list[str], *, progress) -> list:
+    """Download the default trained weights of ``names``, one after another (progress: done, total, name).
+
+    A click elsewhere (the Cancel button) reruns the page, which interrupts the transfer at its next progress
+    update; the download code then removes its partial file, so nothing half-written stays in any cache.
+    """
+    from backbones.zoo.fetching import download_weights as fetch
+
+    results = []
+    for name in names:
+        results.append(fetch(name, progress=lambda done, total, name=name: progress(done, total, name)))
+    weights_rows.clear()
+    catalog_rows.clear()
+    return results

@@ -8,6 +8,7 @@ slider re-renders without recomputing the model. Each function calls one library
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import streamlit as st
 from backbones.errors import BackboneError
 from backbones.zoo.catalog import get_entry, list_models
 from backbones.zoo.models import LoadedModel, load_model
-from dashboard.state import CUSTOM_PREFIX, custom_models, display_name, push_notice, store_name
+from dashboard.state import CUSTOM_PREFIX, custom_models, device, display_name, push_notice, store_name
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,46 +49,76 @@ def model_cache():
 
 
 def loaded_model(option: str, *, weights: str = "default") -> LoadedModel:
-    """The model behind a picker option, from the shared cache (raises BackboneError)."""
+    """The model behind a picker option on this session's device, from the shared cache (raises BackboneError).
+
+    The cache is keyed by device and bounded by bytes wherever the weights live; a CUDA out-of-memory while
+    loading empties it and becomes a one-line error (see :func:`guard_memory`).
+    """
+    dev = device()
     if option.startswith(CUSTOM_PREFIX):
         label = option[len(CUSTOM_PREFIX) :]
         custom = custom_models().get(label)
         if custom is None:
             raise BackboneError(f"checkpoint {label!r} is not loaded in this session any more")
-        key = ("checkpoint", custom.arch, custom.digest, custom.classes)
-        return model_cache().get_or_load(
-            key,
-            lambda: load_model(
-                custom.arch,
-                checkpoint=custom.path,
-                classes=list(custom.classes) if custom.classes else None,
-                display_name=label,
-            ),
+        key = ("checkpoint", custom.arch, custom.digest, custom.classes, dev)
+        load = lambda: load_model(  # noqa: E731
+            custom.arch,
+            checkpoint=custom.path,
+            classes=list(custom.classes) if custom.classes else None,
+            display_name=label,
+            device=dev,
         )
-    key = ("catalog", option, weights)
-    return model_cache().get_or_load(key, lambda: load_model(option, weights=weights))
+    else:
+        key = ("catalog", option, weights, dev)
+        # Pages never download behind a spinner: missing weights get a Download button with progress.
+        load = lambda: load_model(option, weights=weights, device=dev, download=False)  # noqa: E731
+    with guard_memory(dev, f"loading {display_name(option)}"):
+        return model_cache().get_or_load(key, load)
+
+
+@contextlib.contextmanager
+def guard_memory(dev: str, what: str):
+    """Turn a CUDA out-of-memory into a one-line error, after emptying the model cache to make room."""
+    try:
+        yield
+    except Exception as exc:
+        from backbones.inference.device import describe_out_of_memory, free_device_memory, is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        model_cache().clear()
+        free_device_memory(dev)
+        raise BackboneError(describe_out_of_memory(dev, what=what)) from exc
 
 
 def model_key(option: str, weights: str = "default") -> str:
-    """A hashable, content-based key for st.cache_data functions."""
+    """A hashable, content-based key for st.cache_data functions (the device is part of it)."""
     if option.startswith(CUSTOM_PREFIX):
         custom = custom_models().get(option[len(CUSTOM_PREFIX) :])
-        return f"{option}|{custom.digest if custom else 'missing'}"
-    return f"{option}|{weights}"
+        return f"{option}|{custom.digest if custom else 'missing'}|{device()}"
+    return f"{option}|{weights}|{device()}"
 
 
-def trained_weights_available(option: str) -> tuple[bool, str]:
-    """Whether predictions/CAMs can run for ``option`` offline, and why not."""
-    if option.startswith(CUSTOM_PREFIX):
-        return True, ""
-    from backbones.zoo.weights import require_weights_file, resolve_weights
+@st.cache_data(show_spinner=False, ttl=10)
+def devices() -> list[dict]:
+    """Every device PyTorch sees, with its name and free memory (re-read every 10 s)."""
+    from backbones.inference.device import list_devices
 
-    entry = get_entry(option)
-    try:
-        require_weights_file(entry, resolve_weights(entry, "default"))
-    except BackboneError as exc:
-        return False, str(exc)
-    return True, ""
+    return [d.to_dict() for d in list_devices()]
+
+
+@st.cache_data(show_spinner=False, ttl=5)
+def weights_rows(options: tuple[str, ...]) -> dict[str, dict]:
+    """Per selected catalog option, its default weights at a glance (status, size, can predict / download)."""
+    from backbones.zoo.fetching import weights_overview
+
+    names = [o for o in options if not o.startswith(CUSTOM_PREFIX)]
+    return {row.model: row.to_dict() for row in weights_overview(names)}
+
+
+def can_predict(option: str) -> bool:
+    """Trained weights are here (a checkpoint always has them)."""
+    return option.startswith(CUSTOM_PREFIX) or weights_rows((option,))[option]["can_predict"]
 
 
 def digest(data: bytes) -> str:
@@ -123,7 +154,8 @@ def _top_classes(option: str, key: str, image_digest: str, data: bytes, name: st
 
     image, _ = decode_image(data, name)
     loaded = loaded_model(option)
-    return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=MAX_TOPK)[0].topk]
+    with guard_memory(device(), f"predictions of {display_name(option)}"):
+        return [t.to_dict() for t in predict(loaded, [image], names=[name], topk=MAX_TOPK)[0].topk]
 
 
 #: The most classes a page shows; one forward pass serves every smaller top-k.
@@ -194,7 +226,9 @@ def explanation(option: str, key: str, data: bytes, name: str, method: str, laye
     from viz.cam import explain
 
     image, _ = decode_image(data, name)
-    return explain(loaded_model(option), image, method=method, layer=layer, target=target)
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"{method} on {display_name(option)}"):
+        return explain(loaded, image, method=method, layer=layer, target=target)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -202,7 +236,9 @@ def explanations_topk(option: str, key: str, data: bytes, name: str, method: str
     from viz.cam import explain_topk
 
     image, _ = decode_image(data, name)
-    return explain_topk(loaded_model(option), image, method=method, layer=layer, k=k)
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"{method} for the top {k} on {display_name(option)}"):
+        return explain_topk(loaded, image, method=method, layer=layer, k=k)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -210,7 +246,9 @@ def features(option: str, key: str, data: bytes, name: str, layer: str, top: int
     from viz.features import feature_maps
 
     image, _ = decode_image(data, name)
-    return feature_maps(loaded_model(option), image, layer, top=top)
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"feature maps of {display_name(option)}"):
+        return feature_maps(loaded, image, layer, top=top)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -277,4 +315,13 @@ def sample_evaluation(option: str, key: str):
     """``option`` scored on the built-in sample (not stored: the sample is a demonstration, not a benchmark)."""
     from backbones.data.evaluation import evaluate_dataset
 
-    return evaluate_dataset(loaded_model(option), sample_dataset())
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"evaluating {display_name(option)}"):
+        return evaluate_dataset(loaded, sample_dataset(), workers=0)
+
+
+def offline() -> bool:
+    """BACKBONES_OFFLINE=1: nothing is downloaded; the sidebar says so."""
+    from backbones.zoo.fetching import offline_mode
+
+    return offline_mode()

@@ -10,50 +10,69 @@ import streamlit as st
 
 from backbones.errors import BackboneError
 from dashboard import actions, caches, state
+from dashboard.i18n import LANGUAGES, language, t
 
-SOURCE_BADGE = {"bundled": "bundled weights ✓", "cached": "cached weights ✓", "downloadable": "no trained weights here"}
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def render_sidebar() -> None:
-    """The backbone picker every page shares (curated first; type to search the whole catalog)."""
+    """Language, the backbone picker every page shares, what each backbone can do here, and the device."""
     options = caches.model_options()
     current = state.keep_existing(options)  # a removed checkpoint leaves the selection
     with st.sidebar:
-        st.markdown("### Backbones")
-        # The canonical selection lives in session_state[SELECTED]; the widget (whose identity
-        # changes with its options, e.g. when a checkpoint is added) starts from it and writes back.
+        lang_key = "lang_toggle"
+        st.segmented_control(
+            "Language / 语言", list(LANGUAGES), format_func=LANGUAGES.get, key=lang_key, default=language(),
+            on_change=state.store_language, args=(lang_key,), label_visibility="collapsed",
+        )
+        st.markdown(f"### {t('sidebar.backbones')}")
+        # The canonical selection lives in the session state; the widget (whose identity changes with its
+        # options, e.g. when a checkpoint is added) starts from it and writes back.
         key = state.picker_key()
         state.sync_picker(key, current)
         st.multiselect(
-            "Backbones to compare",
+            t("sidebar.picker"),
             options,
             key=key,
             on_change=state.store_picker,
             args=(key,),
             format_func=state.display_name,
-            help="The curated selection comes first; type to search all "
-            f"{len(options)} models (torchvision, timm:…, bundled ●, your checkpoints ★).",
-            placeholder="Type a name, e.g. resnet",
+            help=t("sidebar.picker_help", n=len(options)),
+            placeholder=t("sidebar.picker_placeholder"),
         )
-        rows = {r["name"]: r for r in caches.catalog_rows()}
-        for option in state.selected_models():
-            if option.startswith(state.CUSTOM_PREFIX):
-                custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
-                if custom:
-                    st.caption(f"★ **{md(custom.label)}**: your {custom.arch} checkpoint, {custom.num_classes} classes")
-                continue
-            row = rows.get(option)
-            if row:
-                status = row["weights"][0]["status"] if row["weights"] else "none"
-                st.caption(f"**{row['display_name']}** · {row['source']} · {SOURCE_BADGE.get(status, status)}")
+        selected = state.selected_models()
+        rows = caches.weights_rows(tuple(selected))
+        for option in selected:
+            st.caption(f"**{md(state.display_name(option))}** · {weights_badge(option, rows.get(option))}")
+        if caches.offline():
+            here = sum(1 for o in selected if caches.can_predict(o))
+            st.info(t("sidebar.offline", here=here, total=len(selected)), icon=":material/cloud_off:")
+        device_options = [d["name"] for d in caches.devices()]
+        labels = {d["name"]: d["label"] for d in caches.devices()}
+        device_key = "device_picker"
+        state.sync_device_picker(device_key, device_options)
+        st.selectbox(
+            t("sidebar.device"), device_options, key=device_key, format_func=labels.get,
+            on_change=state.store_device, args=(device_key,), help=t("sidebar.device_help"),
+        )
         for message in state.pop_notices():
             st.warning(md(message))
         st.divider()
-        st.caption(
-            "Published figures are cited where shown; latency is measured on this machine. "
-            "Every number has a CLI twin: `python -m backbones --help`."
-        )
+        st.caption(t("sidebar.footer"))
+
+
+def weights_badge(option: str, row: dict | None) -> str:
+    """One badge that says what the user can do with a backbone here: ready / download NN MB / untrained only."""
+    if option.startswith(state.CUSTOM_PREFIX):
+        custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
+        return t("badge.checkpoint", arch=custom.arch, n=custom.num_classes) if custom else ""
+    if row is None or row["status"] == "none":
+        return t("badge.untrained")
+    if row["can_predict"]:
+        return t("badge.ready")
+    if row["can_download"]:
+        return t("badge.download", size=format_size(row["size_bytes"], row["size_estimated"]))
+    return t("badge.offline")
 
 
 # Links and images need [ ], autolinks and HTML < >; * ~ ` $ | would turn names into emphasis, code, maths or
@@ -207,3 +226,62 @@ def readable_axis(values) -> dict:
     ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in (1, 2, 5)]
     ticks = [t for t in ticks if min(positive) / 2.5 <= t <= max(positive) * 2.5]
     return {"type": "log", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def format_size(n: int | None, estimated: bool = False) -> str:
+    if not n:
+        return "size unknown"
+    return ("≈ " if estimated else "") + (f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB")
+
+
+def weights_gate(options: list[str], *, key: str) -> list[str]:
+    """Show every selected backbone that has no trained weights here with a Download button; the ready ones.
+
+    One button fetches all missing weights of the selection; the transfer shows MB done / total and speed, a
+    Cancel button stops it, and the page's result appears without further clicks once it is done.
+    """
+    import time
+
+    rows = caches.weights_rows(tuple(options))
+    missing = [o for o in options if not caches.can_predict(o)]
+    ready = [o for o in options if o not in missing]
+    if not missing:
+        return ready
+    downloadable = [o for o in missing if rows[o]["can_download"]]
+    requested: list[str] = []
+    with st.container(border=True):
+        for option in missing:
+            row = rows[option]
+            c1, c2 = st.columns([3, 1.3])
+            if row["status"] == "none":
+                c1.markdown(f"**{md(state.display_name(option))}** · {t('weights.untrained_only')}")
+            elif row["can_download"]:
+                c1.markdown(f"**{md(state.display_name(option))}** · {t('weights.not_here')}")
+                if c2.button(t("weights.download_one", size=format_size(row["size_bytes"], row["size_estimated"])),
+                             key=f"{key}_dl_{option}", width="stretch"):
+                    requested = [option]
+            else:
+                c1.markdown(f"**{md(state.display_name(option))}** · {t('weights.offline_missing')}")
+        total = sum(rows[o]["size_bytes"] or 0 for o in downloadable)
+        if len(downloadable) > 1 and st.button(
+            t("weights.download_all", n=len(downloadable), size=format_size(total)), key=f"{key}_dl_all", type="primary"
+        ):
+            requested = downloadable
+        if requested:
+            bar = st.progress(0.0, text=t("weights.starting"))
+            st.button(t("weights.cancel"), key=f"{key}_dl_cancel")
+            started = time.monotonic()
+
+            def report(done: int, size: int | None, name: str) -> None:
+                rate = done / max(time.monotonic() - started, 1e-6) / 1e6
+                text = t("weights.progress", model=state.display_name(name), done=done / 1e6,
+                         total=f"{size / 1e6:.1f}" if size else "?", rate=rate)
+                bar.progress(min(done / size, 1.0) if size else 0.0, text=text)
+
+            try:
+                actions.download_weights(requested, progress=report)
+            except BackboneError as exc:
+                show_error(exc)
+            else:
+                st.rerun()  # the page now shows the model's result
+    return ready

@@ -20,7 +20,12 @@ NOTICES = "notices"  # list[str]: one-line messages to show once (e.g. store reb
 PICKER_VERSION = "picker_version"  # int: bumped when a page changes the selection, so the picker redraws
 EVAL_RESULTS = "eval_results"  # list[(option, EvaluationResult)]: the last evaluation, kept across reruns
 FLASH = "flash_message"  # str: a success message to show once after st.rerun()
-INITIAL_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100")
+DEVICE = "device"  # "cpu" | "cuda:N" | "mps": where Predict, Explain and Evaluate run models
+LANG = "language"  # "en" | "zh": the interface language of this session
+#: What a new session starts with, keeping those whose weights are on this machine (at most four): a fresh offline
+#: machine gets the bundled EfficientNet-Lite models, so the first screen of every page is never empty.
+PREFERRED_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100",
+                       "efficientnet_lite1", "efficientnet_lite2")
 CUSTOM_PREFIX = "custom:"
 
 
@@ -50,10 +55,16 @@ def _linked_selection() -> list[str] | None:
     return list(dict.fromkeys(names)) or None
 
 
+def initial_selection() -> list[str]:
+    from backbones.zoo.fetching import default_selection
+
+    return default_selection(PREFERRED_SELECTION)[:4] or ["efficientnet_lite0"]
+
+
 def init_session() -> None:
     ss = st.session_state
     if SELECTED not in ss:
-        ss[SELECTED] = _linked_selection() or list(INITIAL_SELECTION)
+        ss[SELECTED] = _linked_selection() or initial_selection()
     ss.setdefault(CUSTOM, {})
     ss.setdefault(NOTICES, [])
 
@@ -184,3 +195,40 @@ def clamp_step(key: str, count: int) -> int:
 def move_step(key: str, delta: int, count: int) -> None:
     """Previous / Next: move the stepper before its slider is drawn this run."""
     st.session_state[key] = min(max(int(st.session_state.get(key, 0)) + delta, 0), max(count - 1, 0))
+
+
+def stored_language() -> str | None:
+    return st.session_state.get(LANG)
+
+
+def set_language(lang: str, *, share: bool = True) -> None:
+    """Set this session's language; ``share`` puts it in the URL so a copied link keeps it."""
+    st.session_state[LANG] = lang
+    if share:
+        st.query_params["lang"] = lang
+
+
+def store_language(key: str) -> None:
+    """The language toggle's on_change."""
+    set_language(st.session_state[key])
+
+
+def device() -> str:
+    """Where this session runs models (the sidebar's device picker; default: the first GPU, else the CPU)."""
+    if DEVICE not in st.session_state:
+        from backbones.inference.device import resolve_device
+
+        st.session_state[DEVICE] = str(resolve_device("auto"))
+    return st.session_state[DEVICE]
+
+
+def store_device(key: str) -> None:
+    """The device picker's on_change."""
+    st.session_state[DEVICE] = st.session_state[key]
+
+
+def sync_device_picker(key: str, options: list[str]) -> None:
+    """Start the device picker from this session's device (the first one when it is gone, e.g. a GPU)."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = device() if device() in options else options[0]
+        st.session_state[DEVICE] = st.session_state[key]

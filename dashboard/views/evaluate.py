@@ -16,9 +16,8 @@ st.caption(
     "CLI: `python -m backbones eval DATASET --model NAME --json` (DATASET: a folder, a .zip or a CSV)."
 )
 
-runnable = [o for o in state.selected_models() if caches.trained_weights_available(o)[0]]
+runnable = components.weights_gate(state.selected_models(), key="evaluate")
 if not runnable:
-    st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled) or your checkpoint.")
     st.stop()
 
 SAMPLE, UPLOAD, SERVER = "built-in sample", "upload a .zip", "a folder on the server"

@@ -16,9 +16,8 @@ st.caption(
 
 inputs = components.image_inputs("explain", multiple=False)
 images = components.decoded_images(inputs)
-runnable = [o for o in state.selected_models() if caches.trained_weights_available(o)[0]]
+runnable = components.weights_gate(state.selected_models(), key="explain")
 if not runnable:
-    st.warning("No selected backbone has trained weights here. Add EfficientNet-Lite0 (bundled, ●) in the sidebar.")
     st.stop()
 if not images:
     st.info("Upload an image or choose a sample photo.")

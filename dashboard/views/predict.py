@@ -23,17 +23,9 @@ if not images:
     st.info("Upload an image or choose a sample photo to see predictions.")
     st.stop()
 
-runnable, unavailable = [], []
-for option in models:
-    ok, why = caches.trained_weights_available(option)
-    (runnable if ok else unavailable).append((option, why))
-if unavailable:
-    with st.expander(f"{len(unavailable)} selected backbone(s) have no trained weights here", expanded=not runnable):
-        for option, why in unavailable:
-            st.markdown(f"- **{components.md(state.display_name(option))}**: {components.md(why)}")
-        st.caption("Import a weights file on the Models page, or pick a bundled model (●).")
+# Every selected backbone is shown: those without weights here with a Download button.
+runnable = [(o, "") for o in components.weights_gate(models, key="predict")]
 if not runnable:
-    st.warning("None of the selected backbones can predict offline. Add EfficientNet-Lite0 (bundled) in the sidebar.")
     st.stop()
 
 for name, data, image, info in images:

@@ -19,7 +19,9 @@ def test_traversal_zip_and_renamed_uploads_change_no_file(page, app_url):
     before = tree_digest(REPO)
     page.goto(f"{app_url}/evaluate")
     wait_idle(page)
-    assert page.get_by_text("server's data folders").count() == 0  # no server paths without roots
+    assert page.get_by_text("a folder on the server").count() == 0  # no server paths without roots
+    page.get_by_text("upload a .zip").click()
+    wait_idle(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
         files=[{"name": "dataset.zip", "mimeType": "application/zip", "buffer": hostile_zip()}]
     )

@@ -1,0 +1,1 @@
+"""String catalogues, one module per language (``en``, ``zh``), each a mapping ``STRINGS`` of key -> text."""
