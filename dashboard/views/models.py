@@ -33,7 +33,9 @@ with tab_catalog:
                 "top-1 (%)": r["published_top1"],
                 "top-5 (%)": r["published_top5"],
                 "input": "×".join(map(str, r["input_size"][1:])),
-                "weights": ", ".join(f"{w['name']}: {w['status']}" for w in r["weights"]),
+                "weights": r["weights"][0]["status"] if r["weights"] else "none",
+                "size (MB)": (r["weights"][0].get("size_bytes") or 0) / 1e6 if r["weights"] else None,
+                "all weights": ", ".join(f"{w['name']}: {w['status']}" for w in r["weights"]),
                 "published figures from": r["published_source"],
             }
             for r in rows
@@ -46,22 +48,20 @@ with tab_catalog:
     if query:
         q = query.lower()
         table = table[table["name"].str.lower().str.contains(q, regex=False) | table["family"].str.lower().str.contains(q, regex=False)]
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="models_table",
-        column_config={
-            "params (M)": st.column_config.NumberColumn(format="%.2f"),
-            "MACs (G)": st.column_config.NumberColumn(format="%.3f"),
-            "top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
-            "top-5 (%)": st.column_config.NumberColumn(format="%.2f"),
-        },
-    )
+    components.table(table, key="models_table")
     st.caption(
-        f"{len(table)} of {len(rows)} models. Status: **bundled** ships with the app; **cached** is in "
-        "torch's hub cache (works offline); **downloadable** needs a file from the internet — import it on the "
-        "'Import weights' tab. Every model works untrained for size, latency and summaries."
+        f"{len(table)} of {len(rows)} models. Weights: **bundled** ships with the app; **cached** is on this "
+        "machine (torch's hub cache or the Hugging Face cache timm shares); **downloadable** is fetched on demand "
+        "(below, or `python -m backbones download NAME`), or imported on the 'Import weights' tab on a machine "
+        "without internet. Every model works untrained for size, latency and summaries."
     )
+    missing = [r["name"] for r in rows if r["weights"] and r["weights"][0]["status"] == "downloadable"]
+    wanted = st.multiselect(
+        "Download weights for", missing, default=[o for o in state.selected_models() if o in missing],
+        format_func=state.display_name, key="models_download", placeholder="Pick backbones to download",
+    )
+    if wanted:
+        components.weights_gate(wanted, key="models")
 
 with tab_checkpoint:
     st.markdown(
