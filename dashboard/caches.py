@@ -173,19 +173,36 @@ def available_devices() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def results_store():
-    """The results store, health-checked: a corrupt file is moved aside and rebuilt, with a notice for the user."""
-    import warnings
-
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _store_for(url: str):
+    """One store (one database connection) per process and database."""
     from backbones.results.store import ResultsStore
 
-    store = ResultsStore()
+    return ResultsStore(url)
+
+
+def results_store():
+    """The results store, health-checked: a corrupt file is moved aside and rebuilt, with a notice for the user.
+
+    ``$BACKBONES_RESULTS_DB`` may name a PostgreSQL server shared by a lab; one that is down or refuses the
+    password is a one-line StoreError naming host and database, never the password.
+    """
+    import warnings
+
+    from backbones.results.store import default_url
+
+    store = _store_for(default_url())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shown as notices instead
         store.check_health()
-    for message in store.notices:
-        push_notice(message)
+    drain_notices(store)
     return store
+
+
+def drain_notices(store) -> None:
+    """Hand the store's new notices (rows skipped, file rebuilt) to this session, once."""
+    while store.notices:
+        push_notice(store.notices.pop(0))
 
 
 @st.cache_data(show_spinner=False, ttl=5)
@@ -198,12 +215,10 @@ def comparison(options: tuple[str, ...], *, device: str, batch_size: int, thread
     names = [store_name(o) for o in options]
     labels = {store_name(o): display_name(o) for o in options}
     store = results_store()
-    seen = len(store.notices)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shown as notices instead
         rows = comparison_rows(names, store=store, device=device, batch_size=batch_size, threads=threads, display_names=labels)
-    for message in store.notices[seen:]:
-        push_notice(message)
+    drain_notices(store)
     return [r.to_dict() for r in rows]
 
 
