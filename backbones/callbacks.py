@@ -10,3 +10,5 @@ from collections.abc import Callable
 
 ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]
+#: ``progress(done, total)`` in bytes, per chunk of a download; ``total`` is None when the server does not say.
+ByteProgressFn = Callable[[int, "int | None"], None]

@@ -34,11 +34,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from backbones.callbacks import ByteProgressFn
 from backbones.errors import BackboneError, DownloadError, WeightsUnavailableError
 from backbones.settings import env_number
 from backbones.zoo.locking import check_cancel, file_lock, list_entries, missing_dirs, remove_empty, remove_new
-
-Progress = Callable[[int, "int | None"], None]
 
 CHUNK_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 30.0
@@ -198,7 +197,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _stream_to(
-    response, fd: int, total: int | None, progress: Progress | None, cancel: threading.Event | None, what: str
+    response, fd: int, total: int | None, progress: ByteProgressFn | None, cancel: threading.Event | None, what: str
 ) -> str:
     """Copy the body into ``fd`` in 64 KiB chunks; returns the SHA-256 hex digest."""
     digest = hashlib.sha256()
@@ -258,7 +257,7 @@ def fetch_url(
     dest: Path,
     *,
     sha256_prefix: str | None,
-    progress: Progress | None = None,
+    progress: ByteProgressFn | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
     model: str | None = None,
@@ -296,7 +295,7 @@ def fetch_torchvision(
     dest_dir: Path,
     *,
     model: str | None = None,
-    progress: Progress | None = None,
+    progress: ByteProgressFn | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
@@ -321,7 +320,7 @@ def fetch_torchvision(
 class _HfProgress:
     """Stands in for huggingface_hub's tqdm bar: forwards bytes to our callback, and stops on cancel."""
 
-    def __init__(self, *, callback: Progress | None, cancel, what: str, expected: int | None, **kwargs) -> None:
+    def __init__(self, *, callback: ByteProgressFn | None, cancel, what: str, expected: int | None, **kwargs) -> None:
         self._callback, self._cancel, self._what = callback, cancel, what
         self.total = kwargs.get("total") or expected
         self.n = kwargs.get("initial") or 0
@@ -390,7 +389,7 @@ def fetch_hf(
     filename: str,
     *,
     revision: str | None = None,
-    progress: Progress | None = None,
+    progress: ByteProgressFn | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
     model: str | None = None,

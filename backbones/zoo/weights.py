@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from backbones.callbacks import ByteProgressFn
 from backbones.errors import CheckpointError, DownloadError, UnknownModelError, WeightsUnavailableError
 from backbones.zoo import downloads
 from backbones.zoo.architectures import BUILD_LOCK, build_architecture, fit_state_dict
@@ -36,7 +36,6 @@ from backbones.zoo.checkpoints import read_state_dict
 #: The file timm asks the Hub for first (``timm.models._hub.HF_SAFE_WEIGHTS_NAME``), then its older pickle.
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
-Progress = Callable[[int, "int | None"], None]  # progress(done, total) per chunk; total None when unknown
 Cancel = threading.Event  # set from another thread: the download stops and leaves nothing behind
 
 
@@ -139,7 +138,7 @@ class WeightsSource:
         return self.url(entry, weights)
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         """Transfer the file into its cache (unchecked: see :meth:`fetch_loaded`); returns its path."""
         raise NotImplementedError
@@ -149,7 +148,7 @@ class WeightsSource:
         path.unlink(missing_ok=True)
 
     def fetch(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         """The weights file on this machine: found, or downloaded and checked (see :meth:`fetch_loaded`).
 
@@ -162,7 +161,7 @@ class WeightsSource:
         return self.fetch_loaded(entry, weights, progress=progress, cancel=cancel)[0]
 
     def fetch_loaded(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> tuple[Path, nn.Module]:
         """Download the file and load it into the architecture once before it counts as cached.
 
@@ -230,7 +229,7 @@ class TorchvisionWeights(WeightsSource):
         return downloads.mirror_url(weights.url) if weights.url else None
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         return downloads.fetch_torchvision(
             weights.url, hub_checkpoint_dir(), model=entry.name, progress=progress, cancel=cancel
@@ -283,7 +282,7 @@ class TimmWeights(WeightsSource):
         return downloads.hf_url(repo, TIMM_HUB_FILES[0], revision=revision) if repo else None
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         repo, revision = _hub_repo(weights)
         if repo is None:
@@ -342,7 +341,7 @@ class BundledWeights(WeightsSource):
         return model.eval()
 
     def download(
-        self, entry: ModelEntry, weights: WeightsInfo, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         return self.require(entry, weights)  # nothing to fetch: the package is installed or it is not
 
@@ -411,7 +410,7 @@ def load_trained(
     weights: WeightsInfo,
     *,
     download: bool = False,
-    progress: Progress | None = None,
+    progress: ByteProgressFn | None = None,
     cancel: Cancel | None = None,
 ) -> nn.Module:
     """``entry``'s architecture with the trained ``weights``, in eval mode.

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
 from backbones.zoo.models import LoadedModel
 from viz.cam import Explanation, explain, explain_methods
 from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
-from viz.methods.base import Progress, ShouldStop, check_stop
+from viz.methods.base import check_stop
 from viz.methods.gradcam import upsample
 from viz.methods.gradients import make_baseline
 from viz.methods.registry import METHOD_CLASSES
@@ -150,8 +151,8 @@ def score_maps(
     steps: int = 32,
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> tuple[list[FaithfulnessScore], int]:
     """Deletion and insertion scores of each map for class ``index``, and the forward passes they took.
 
@@ -212,8 +213,8 @@ def score_explanations(
     steps: int = 32,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> list[Faithfulness]:
     """Score explanations already computed for ``image`` with ``loaded`` (e.g. the ones a page shows).
 
@@ -249,7 +250,7 @@ def score_faithfulness(
     steps: int = 32,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
-    should_stop: ShouldStop | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> Faithfulness:
     """Explain ``image`` (:func:`viz.cam.explain`, same arguments) and score that explanation."""
@@ -269,8 +270,8 @@ def score_methods(
     steps: int = 32,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> list[Faithfulness]:
     """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored."""

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
 from backbones.zoo.models import LoadedModel
 from viz.cam import explain
 from viz.inputs import ensure_rgb, make_private_view
 from viz.layers import NOT_RUN, describe_layers
-from viz.methods.base import Progress, ShouldStop, check_stop
+from viz.methods.base import check_stop
 from viz.quality.similarity import spearman, ssim
 from viz.targets import Target
 
@@ -133,8 +134,8 @@ def run_sanity_check(
     target: int | str | None = None,
     seed: int = 0,
     max_steps: int | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     **options,
 ) -> SanityCheck:
     """Cascading randomisation of ``loaded`` for ``method`` on ``image`` (arguments as :func:`viz.cam.explain`).
