@@ -340,3 +340,46 @@ def offline() -> bool:
     from backbones.zoo.fetching import offline_mode
 
     return offline_mode()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def faithfulness(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
+    """Deletion / insertion scores of the page's map, with a smooth random map's for reference (32 steps)."""
+    from viz.quality import score_explanations
+
+    image, _ = decode_image(data, name)
+    exp = explanation(option, key, data, name, method, layer, target)
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"faithfulness of {method} on {display_name(option)}"):
+        return score_explanations(loaded, image, [exp])[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: bytes, name: str) -> list[dict]:
+    """Every method on every backbone for this image (top-1 class), ranked by insertion minus deletion AUC."""
+    from viz.quality import score_methods
+
+    image, _ = decode_image(data, name)
+    rows = []
+    for option in options:
+        loaded = loaded_model(option)
+        with guard_memory(device(), f"ranking methods on {display_name(option)}"):
+            for f in score_methods(loaded, image):
+                rows.append({
+                    "backbone": display_name(option), "method": f.method, "layer": f.layer or "—",
+                    "deletion AUC ↓": f.score.deletion_auc, "insertion AUC ↑": f.score.insertion_auc,
+                    "random deletion": f.random.deletion_auc, "random insertion": f.random.insertion_auc,
+                    "insertion − deletion": f.score.insertion_auc - f.score.deletion_auc,
+                })
+    return sorted(rows, key=lambda r: -r["insertion − deletion"])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sanity(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
+    """The cascading-randomisation check of the page's map, on a private copy of the model."""
+    from viz.quality import run_sanity_check
+
+    image, _ = decode_image(data, name)
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"the sanity check on {display_name(option)}"):
+        return run_sanity_check(loaded, image, method=method, layer=layer, target=target)

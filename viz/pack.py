@@ -172,3 +172,29 @@ def render_explanations_figure(image, explanations: Sequence, *, title: str | No
 def _panel_title(exp) -> str:
     where = f" @ {exp.layer}" if exp.layer else ""
     return f"{METHODS[exp.method].title}{where}\n{exp.target.label} {exp.target.prob:.0%}"
+
+
+def render_topk_figure(image, rows_by_model: Mapping[str, Sequence[Mapping]], *, title: str | None = None):
+    """A matplotlib figure: the photo, then one horizontal top-k bar chart per model (``PROJECTOR_WIDTH`` wide)."""
+    from matplotlib.figure import Figure
+
+    img = ensure_rgb(image)
+    n = len(rows_by_model) + 1
+    width = PROJECTOR_WIDTH / 100
+    fig = Figure(figsize=(width, max(3.5, width / n * 1.1) + (0.6 if title else 0)), dpi=100)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    axes[0].imshow(np.asarray(img))
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    for ax, (model, rows) in zip(axes[1:], rows_by_model.items()):
+        labels = [r["label"] for r in rows][::-1]
+        probs = [100 * r["prob"] for r in rows][::-1]
+        ax.barh(range(len(rows)), probs, color="#2563eb")
+        ax.set_yticks(range(len(rows)), labels, fontsize=FONT_SIZE * 0.7)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("probability (%)", fontsize=FONT_SIZE * 0.7)
+        ax.set_title(model, fontsize=FONT_SIZE * 0.8)
+    if title:
+        fig.suptitle(title, fontsize=FONT_SIZE * 1.2)
+    fig.tight_layout()
+    return fig

@@ -52,3 +52,27 @@ def draw_latency_comparison(rows: Sequence) -> Figure:
     ax.set_xlabel("latency, median (ms per batch); whiskers p10-p90")
     ax.set_title("latest measurement of each model and series")
     return fig
+
+
+def draw_accuracy_vs_cost(rows: Sequence[dict], attr: str, x_label: str, *, log_x: bool = True) -> Figure:
+    """Published top-1 against a cost (``attr`` of the Compare rows), bubble area ∝ parameters, names beside."""
+    points = [r for r in rows if r.get(attr) is not None and r.get("published_top1") is not None]
+    fig = Figure(figsize=(19.2, 10.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    if not points:
+        ax.text(0.5, 0.5, "nothing to plot on this axis yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    biggest = max((r.get("params_m") or 0) for r in points) or 1
+    for r in points:
+        size = 150 + 3000 * ((r.get("params_m") or 0) / biggest)
+        ax.scatter(r[attr], r["published_top1"], s=size, alpha=0.55, edgecolors="black")
+        ax.annotate(r["display_name"], (r[attr], r["published_top1"]), textcoords="offset points", xytext=(0, 14),
+                    ha="center", fontsize=16)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label, fontsize=18)
+    ax.set_ylabel("ImageNet top-1 (%, published)", fontsize=18)
+    ax.tick_params(labelsize=15)
+    ax.grid(True, alpha=0.3)
+    return fig

@@ -225,6 +225,32 @@ with tab_size:
     components.plot(fig, key="cmp_size")
     st.caption("MACs are multiply-accumulates for one image at the model's input size (1 MAC = 2 FLOPs).")
 
+def pack_bytes() -> bytes:
+    """The slide pack of this page: accuracy against MACs and against latency, the table, settings, commands."""
+    from backbones.results.charts import draw_accuracy_vs_cost, draw_latency_comparison
+    from backbones.results.comparison import ComparisonRow
+    from viz.pack import build_pack
+
+    figures = {"accuracy-vs-gmacs": draw_accuracy_vs_cost(rows, "gmacs", "GMACs per image (multiply-accumulates)")}
+    if any(r["latency_ms"] is not None for r in rows):
+        figures["accuracy-vs-latency"] = draw_accuracy_vs_cost(rows, "latency_ms", f"latency, median (ms per batch of {batch_size})", log_x=False)
+        figures["latency"] = draw_latency_comparison(
+            [ComparisonRow(**{k: v for k, v in r.items() if k not in ("params_m", "gmacs")}) for r in rows]
+        )
+    names = " ".join(state.store_name(o) for o in models)
+    return build_pack(
+        figures,
+        {"comparison": table},
+        {"models": [state.store_name(o) for o in models], "device": device, "batch_size": batch_size, "threads": threads_filter},
+        [f"python -m backbones bench {names} --device {device} --batch-size {batch_size}"
+         + (f" --threads {threads_filter}" if threads_filter else "") + " --json",
+         f"python -m backbones compare {names} --device {device} --batch-size {batch_size} --json"],
+    )
+
+
+st.download_button("Download slide pack (zip: 1920 px figures, CSV, settings, commands)", pack_bytes,
+                   file_name="backbone-lens-compare.zip", mime="application/zip", key="cmp_pack")
+
 with st.expander("Import measurements from another machine"):
     st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
     upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=actions.RESULTS_UPLOAD_MB)

@@ -1,5 +1,7 @@
 """Explain: Grad-CAM, Guided Grad-CAM, saliency, integrated gradients and occlusion, plus feature maps."""
 
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from backbones.errors import BackboneError
@@ -99,7 +101,115 @@ st.caption(
     "centre crop left out (it never saw it)."
 )
 
-tab_top5, tab_models, tab_features = st.tabs(["Top-5 classes", "Several backbones", "Feature maps"])
+
+
+def faithfulness_panel() -> None:
+    """The map's deletion / insertion scores beside a random map's, and on request their curves."""
+    try:
+        with st.spinner("Scoring the map (deletion and insertion, 32 steps)…"):
+            f = caches.faithfulness(option, key, data, name, method, layer, target)
+    except BackboneError as exc:
+        components.show_error(exc)
+        return
+    m1, m2, m3 = st.columns([1, 1, 1.3])
+    m1.metric("Deletion AUC (lower is better)", f"{f.score.deletion_auc:.3f}",
+              f"random map {f.random.deletion_auc:.3f}", delta_color="off")
+    m2.metric("Insertion AUC (higher is better)", f"{f.score.insertion_auc:.3f}",
+              f"random map {f.random.insertion_auc:.3f}", delta_color="off")
+    verdict = (f.score.deletion_auc < f.random.deletion_auc) + (f.score.insertion_auc > f.random.insertion_auc)
+    m3.caption(
+        "Delete the most salient pixels first: the class probability should fall faster than for a random map "
+        "(as smooth as this one). Insert them into a blurred copy: it should rise faster. "
+        + ("This map beats the random one on both." if verdict == 2 else
+           "This map beats the random one on one of the two." if verdict == 1 else
+           "This map does not beat a random one here.")
+    )
+    if st.toggle("Show the deletion and insertion curves", key="explain_curves"):
+        fig = go.Figure()
+        steps = len(f.score.deletion_curve)
+        xs = [i / (steps - 1) for i in range(steps)]
+        for curve, label, dash in [(f.score.deletion_curve, "deletion · this map", None),
+                                   (f.random.deletion_curve, "deletion · random map", "dot"),
+                                   (f.score.insertion_curve, "insertion · this map", None),
+                                   (f.random.insertion_curve, "insertion · random map", "dot")]:
+            fig.add_scatter(x=xs, y=list(curve), mode="lines", name=label, line=dict(dash=dash))
+        fig.update_layout(height=330, margin=dict(t=30), xaxis_title="fraction of pixels deleted / inserted",
+                          yaxis_title=f"p({exp.target.label})", legend=dict(orientation="h", y=-0.3))
+        components.plot(fig, key="explain_curves_chart")
+
+
+faithfulness_panel()
+
+
+def pack_bytes() -> bytes:
+    """The slide pack of this view: the overlay figure, top-5 and scores as CSV, settings and CLI lines."""
+    from viz.pack import build_pack, render_explanations_figure
+
+    f = caches.faithfulness(option, key, data, name, method, layer, target)
+    caption = f"deletion {f.score.deletion_auc:.3f} (random {f.random.deletion_auc:.3f}) · insertion {f.score.insertion_auc:.3f} (random {f.random.insertion_auc:.3f})"
+    figure = render_explanations_figure(image, [exp], title=f"{state.display_name(option)} · {METHODS[method].title}", captions=[caption])
+    target_arg = f" --target {exp.target.index}"
+    layer_arg = f" --layer {layer}" if layer else ""
+    model = state.store_name(option)
+    return build_pack(
+        {"explanation": figure},
+        {"top5": predictions, "faithfulness": [f.to_dict() | {"target": exp.target.label}]},
+        {"models": [model], "weights": loaded.weights, "layer": layer, "target": exp.target.to_dict(),
+         "method": method, "device": str(loaded.device), "image": name},
+        [f"python -m viz cam IMG --model {model} --method {method}{layer_arg}{target_arg} --out overlay.png --json",
+         f"python -m viz faithfulness IMG --model {model} --method {method}{target_arg} --json",
+         f"python -m backbones predict IMG --model {model} --topk 5 --json"],
+    )
+
+
+st.download_button("Download slide pack (zip: 1920 px figures, CSV, settings, commands)", pack_bytes,
+                   file_name=f"backbone-lens-explain-{state.store_name(option)}.zip", mime="application/zip",
+                   key="explain_pack")
+
+tab_top5, tab_models, tab_rank, tab_sanity, tab_features = st.tabs(
+    ["Top-5 classes", "Several backbones", "Rank methods", "Sanity check", "Feature maps"]
+)
+
+with tab_rank:
+    st.caption("Every method on every selected backbone for this photo's top-1 class, ranked by insertion minus "
+               "deletion AUC (CLI: `python -m viz faithfulness IMG --model M --method METHOD --json`).")
+    if st.toggle("Rank methods × backbones (about a minute per backbone on a CPU)", key="explain_rank_on"):
+        with st.spinner("Scoring every method on every backbone…"):
+            try:
+                ranking = caches.faithfulness_ranking(tuple(runnable[:3]), tuple(caches.model_key(o) for o in runnable[:3]), data, name)
+            except BackboneError as exc:
+                components.show_error(exc)
+                ranking = []
+        if ranking:
+            components.table(pd.DataFrame(ranking), key="explain_rank_table")
+
+with tab_sanity:
+    st.caption("Model randomisation (Adebayo et al. 2018): re-initialise the layers from the classifier down, one "
+               "block at a time, on a private copy, and compare each new map with the original. A map that barely "
+               "changes when the weights are destroyed does not explain the model. "
+               "CLI: `python -m viz sanity IMG --model M --method METHOD --json`.")
+    if st.toggle("Run the sanity check (about as long as 50 forward passes)", key="explain_sanity_on"):
+        try:
+            with st.spinner("Randomising block by block…"):
+                check = caches.sanity(option, key, data, name, method, layer, target)
+        except BackboneError as exc:
+            components.show_error(exc)
+        else:
+            crop = loaded.preprocessing.resized_crop(image)
+            shown = [("original", check.original, None)] + [(s.randomized, s.heatmap, s) for s in check.steps]
+            per_row = 6
+            for start in range(0, len(shown), per_row):
+                cols = st.columns(per_row)
+                for col, (label, heat, s) in zip(cols, shown[start : start + per_row]):
+                    col.image(overlay_image(crop, heat, alpha=GRID_ALPHA), width="stretch",
+                              caption=components.md(label if s is None else f"{label} · ρ {s.spearman:.2f}"))
+            fig = go.Figure()
+            names = [s.randomized for s in check.steps]
+            fig.add_scatter(x=names, y=[s.spearman for s in check.steps], mode="lines+markers", name="Spearman rank correlation")
+            fig.add_scatter(x=names, y=[s.ssim for s in check.steps], mode="lines+markers", name="SSIM")
+            fig.update_layout(height=340, margin=dict(t=30), yaxis=dict(title="similarity to the original map", range=[-1, 1]),
+                              xaxis_title="randomised down to (classifier first)", legend=dict(orientation="h", y=-0.45))
+            components.plot(fig, key="explain_sanity_chart")
 
 with tab_top5:
     if st.toggle("Explain each of the top 5 classes", key="explain_top5_on"):

@@ -52,3 +52,30 @@ for name, data, image, info in images:
             with st.expander("What the model saw"):
                 st.image(prep.resized_crop(image), caption=f"{prep.crop_size}px crop (resize {prep.resize_size}, {prep.interpolation})")
                 st.caption(components.md(f"mean {prep.mean}, std {prep.std}; weights: {loaded.describe()}"))
+
+
+def pack_bytes() -> bytes:
+    """The slide pack of this page: one figure per photo with every backbone's top-k, the numbers, the commands."""
+    from viz.pack import build_pack, render_topk_figure
+
+    figures, tables = {}, {}
+    for name, data, image, _ in images:
+        rows = {}
+        for option, _ in runnable:
+            try:
+                rows[state.display_name(option)] = caches.predictions(option, caches.model_key(option), caches.digest(data), data, name, topk)
+            except BackboneError:
+                continue
+        figures[f"top{topk}-{name}"] = render_topk_figure(image, rows, title=name)
+        tables[f"top{topk}-{name}"] = [{"backbone": m, **r} for m, rs in rows.items() for r in rs]
+    models = [state.store_name(o) for o, _ in runnable]
+    return build_pack(
+        figures,
+        tables,
+        {"models": models, "images": [n for n, *_ in images], "topk": topk, "device": state.device()},
+        [f"python -m backbones predict IMG --model {m} --topk {topk} --json" for m in models],
+    )
+
+
+st.download_button("Download slide pack (zip: 1920 px figures, CSV, settings, commands)", pack_bytes,
+                   file_name="backbone-lens-predict.zip", mime="application/zip", key="predict_pack")

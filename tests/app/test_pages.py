@@ -194,3 +194,19 @@ def test_evaluate_view_on_a_zip_of_class_folders(app, grace_hopper, china_photo)
     top1 = next(m for m in app.metric if m.label == "Top-1")
     assert top1.value == "50.0%"  # palace right; Grace Hopper's top-1 is "academic gown"
     assert any("1 unreadable" in e.label for e in app.expander)
+
+
+def test_explain_scores_the_map_and_runs_the_sanity_check(app):
+    open_page(app, "explain")
+    no_exception(app)
+    metrics = {m.label: m for m in app.metric}
+    deletion, insertion = metrics["Deletion AUC (lower is better)"], metrics["Insertion AUC (higher is better)"]
+    # Lite0's Grad-CAM on the Grace Hopper photo beats a smooth random map on both scores
+    assert float(deletion.value) < float(deletion.delta.split()[-1])
+    assert float(insertion.value) > float(insertion.delta.split()[-1])
+    app.toggle(key="explain_sanity_on").set_value(True).run()
+    no_exception(app)
+    assert not errors(app)
+    chart = [c.proto.spec for c in app.get("plotly_chart") if "Spearman" in c.proto.spec]
+    assert chart and "classifier" in chart[0]
+    assert any(b.key == "explain_pack" for b in app.get("download_button"))

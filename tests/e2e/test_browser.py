@@ -88,3 +88,27 @@ def test_measure_latency_from_the_compare_page(page, app_url):
     page.get_by_text("latency, median").first.click()
     wait_idle(page)
     screenshot(page, "page-compare-measured")
+
+
+def test_slide_pack_from_the_explain_page(page, app_url, tmp_path):
+    import io
+    import json
+    import zipfile
+
+    from PIL import Image
+
+    page.goto(f"{app_url}/explain")
+    wait_idle(page)
+    page.get_by_text("Deletion AUC").first.wait_for(timeout=240_000)
+    with page.expect_download(timeout=240_000) as info:
+        page.get_by_role("button", name="Download slide pack").click()
+    data = (tmp_path / "pack.zip")
+    info.value.save_as(data)
+    with zipfile.ZipFile(data) as z:
+        names = z.namelist()
+        pngs = [n for n in names if n.endswith(".png")]
+        assert pngs and all(Image.open(io.BytesIO(z.read(n))).width == 1920 for n in pngs)
+        settings = json.loads(z.read("settings.json"))
+        assert settings["models"] == ["efficientnet_lite0"] and settings["method"] == "gradcam"
+        assert "python -m viz cam" in z.read("commands.sh").decode()
+        assert any(n.startswith("tables/") for n in names)
