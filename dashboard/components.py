@@ -197,7 +197,7 @@ def styled_table(table):
         if kind not in "iuf":
             continue
         present = values.dropna()
-        whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()) and present.abs().max() >= 1000)
+        whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))
         if values.isna().any() or whole:
             fmt = "{:,.0f}" if whole else "{:,.2f}"
             out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]

@@ -39,7 +39,7 @@ PAGES = [
 def shoot(page, url: str, ready_text: str, path: Path, *, scroll: int = 0, timeout_s: float = 300) -> None:
     page.goto(url)
     page.get_by_text(ready_text).first.wait_for(timeout=timeout_s * 1000)
-    time.sleep(2.0)  # charts finish drawing
+    time.sleep(8.0)  # tables and charts finish drawing
     if scroll:
         page.mouse.move(900, 500)
         page.mouse.wheel(0, scroll)
@@ -87,6 +87,8 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="screenshots-"))
+    for sub in ("app", "download"):
+        (tmp / sub).mkdir()
     proc, url, _ = start_app(tmp / "app", extra_env={"BACKBONES_OFFLINE": "1"})
     try:
         with sync_playwright() as p:
