@@ -7,6 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.i18n import t
+
 VIEWS = Path(__file__).resolve().parent / "views"
 
 
@@ -18,14 +20,14 @@ def pages() -> list:
     """
     compare = VIEWS / "compare.py"
     return [
-        st.Page(compare, title="Compare", icon=":material/leaderboard:", url_path="home", default=True, visibility="hidden"),
-        st.Page(compare, title="Compare", icon=":material/leaderboard:", url_path="compare"),
-        st.Page(VIEWS / "architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
-        st.Page(VIEWS / "predict.py", title="Predict", icon=":material/label:", url_path="predict"),
-        st.Page(VIEWS / "explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),
-        st.Page(VIEWS / "evaluate.py", title="Evaluate", icon=":material/target:", url_path="evaluate"),
-        st.Page(VIEWS / "training.py", title="Training runs", icon=":material/show_chart:", url_path="training"),
-        st.Page(VIEWS / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
+        st.Page(compare, title=t("page.compare"), icon=":material/leaderboard:", url_path="home", default=True, visibility="hidden"),
+        st.Page(compare, title=t("page.compare"), icon=":material/leaderboard:", url_path="compare"),
+        st.Page(VIEWS / "architecture.py", title=t("page.architecture"), icon=":material/account_tree:", url_path="architecture"),
+        st.Page(VIEWS / "predict.py", title=t("page.predict"), icon=":material/label:", url_path="predict"),
+        st.Page(VIEWS / "explain.py", title=t("page.explain"), icon=":material/local_fire_department:", url_path="explain"),
+        st.Page(VIEWS / "evaluate.py", title=t("page.evaluate"), icon=":material/target:", url_path="evaluate"),
+        st.Page(VIEWS / "training.py", title=t("page.training"), icon=":material/show_chart:", url_path="training"),
+        st.Page(VIEWS / "models.py", title=t("page.models"), icon=":material/inventory_2:", url_path="models"),
     ]
 
 

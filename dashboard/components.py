@@ -102,26 +102,28 @@ def show_error(exc: BaseException, *, prefix: str = "") -> None:
 def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:
     """Uploaded images (kept for the session) or a built-in sample photo: ``[(name, bytes)]``."""
     samples = caches.sample_photos()
+    no_sample = "(none)"  # the option's value; its label is translated
     col_upload, col_sample = st.columns([3, 2])
     with col_upload:
         files = st.file_uploader(
-            "Upload images",
+            t("images.upload"),
             type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
             accept_multiple_files=multiple,
             key=f"{key}_upload",
             max_upload_size=actions.IMAGE_UPLOAD_MB,
-            help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF.",
+            help=t("images.upload_help"),
         )
     with col_sample:
         choice = st.selectbox(
-            "…or use a sample photo",
-            ["(none)", *samples],
+            t("images.sample"),
+            [no_sample, *samples],
             index=1 if samples else 0,
             key=f"{key}_sample",
+            format_func=lambda v: t("images.no_sample") if v == no_sample else v,
         )
     files = files if isinstance(files, list) else ([files] if files else [])
     out = [(f.name, f.getvalue()) for f in files]
-    if not out and choice != "(none)":
+    if not out and choice != no_sample:
         out = [(choice, samples[choice])]
     return out
 
@@ -140,8 +142,8 @@ def decoded_images(inputs: list[tuple[str, bytes]]):
 
 
 def topk_chart(topk: list[dict], *, title: str = "", height: int = 230) -> go.Figure:
-    labels = [f"{t['label']}" for t in reversed(topk)]
-    probs = [t["prob"] * 100 for t in reversed(topk)]
+    labels = [f"{guess['label']}" for guess in reversed(topk)]
+    probs = [guess["prob"] * 100 for guess in reversed(topk)]
     fig = go.Figure(
         go.Bar(
             x=probs,
@@ -157,7 +159,7 @@ def topk_chart(topk: list[dict], *, title: str = "", height: int = 230) -> go.Fi
         title=title,
         height=height,
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        xaxis=dict(title="probability (%)", range=[0, 100]),
+        xaxis=dict(title=t("chart.probability"), range=[0, 100]),
         yaxis=dict(automargin=True),
     )
     return fig
@@ -224,13 +226,13 @@ def readable_axis(values) -> dict:
         return {"type": "linear"}
     lo, hi = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
     ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in (1, 2, 5)]
-    ticks = [t for t in ticks if min(positive) / 2.5 <= t <= max(positive) * 2.5]
-    return {"type": "log", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+    ticks = [tick for tick in ticks if min(positive) / 2.5 <= tick <= max(positive) * 2.5]
+    return {"type": "log", "tickvals": ticks, "ticktext": [f"{tick:g}" for tick in ticks]}
 
 
 def format_size(n: int | None, estimated: bool = False) -> str:
     if not n:
-        return "size unknown"
+        return t("weights.size_unknown")
     return ("≈ " if estimated else "") + (f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB")
 
 

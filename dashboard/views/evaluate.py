@@ -6,37 +6,34 @@ import streamlit as st
 
 from backbones.errors import BackboneError, CancelledError
 from dashboard import actions, caches, components, state
+from dashboard.i18n import t
 
-st.title("Evaluate on your images")
+st.title(t("evaluate.title"))
 roots = actions.dataset_roots()
-st.caption(
-    "A folder with one sub-folder per class, uploaded as a .zip"
-    + (", or a folder / CSV of `path,label` rows in the server's data folders" if roots else "")
-    + ". ImageNet models match folder names to ImageNet classes; your checkpoints use their own classes. "
-    "CLI: `python -m backbones eval DATASET --model NAME --json` (DATASET: a folder, a .zip or a CSV)."
-)
+st.caption(t("evaluate.caption", server=t("evaluate.caption_server") if roots else ""))
 
 runnable = components.weights_gate(state.selected_models(), key="evaluate")
 if not runnable:
     st.stop()
 
-SAMPLE, UPLOAD, SERVER = "built-in sample", "upload a .zip", "a folder on the server"
+SAMPLE, UPLOAD, SERVER = "sample", "upload", "server"  # the radio's values; their labels are translated
+SOURCE_LABELS = {SAMPLE: t("evaluate.source.sample"), UPLOAD: t("evaluate.source.upload"), SERVER: t("evaluate.source.server")}
 source = st.radio(
-    "Dataset", [SAMPLE, UPLOAD, *([SERVER] if roots else [])], horizontal=True, key="eval_source",
-    help="The built-in sample: 15 real photos that ship with installed packages (military uniform, palace, daisy).",
+    t("evaluate.dataset"), [SAMPLE, UPLOAD, *([SERVER] if roots else [])], horizontal=True, key="eval_source",
+    format_func=SOURCE_LABELS.get, help=t("evaluate.dataset_help"),
 )
 c1, c2 = st.columns(2)
-archive = c1.file_uploader("Dataset (.zip of class folders)", type=["zip"], key="eval_zip") if source == UPLOAD else None
+archive = c1.file_uploader(t("evaluate.zip"), type=["zip"], key="eval_zip") if source == UPLOAD else None
 # Server paths are off unless the administrator opened data folders (BACKBONES_DATA_ROOTS).
 local = (
-    c2.text_input("…or a folder / CSV in the server's data folders", key="eval_path", placeholder=f"{roots[0]}/animals")
+    c2.text_input(t("evaluate.server_path"), key="eval_path", placeholder=f"{roots[0]}/animals")
     if source == SERVER
     else ""
 )
 c3, c4, c5 = st.columns(3)
-chosen = c3.multiselect("Backbones", runnable, default=runnable[:2], format_func=state.display_name, key="eval_models")
-batch_size = c4.selectbox("Batch size", [8, 16, 32], index=1, key="eval_batch")
-limit = c5.number_input("At most this many images (0 = all)", 0, 100000, 0, key="eval_limit")
+chosen = c3.multiselect(t("evaluate.backbones"), runnable, default=runnable[:2], format_func=state.display_name, key="eval_models")
+batch_size = c4.selectbox(t("evaluate.batch_size"), [8, 16, 32], index=1, key="eval_batch")
+limit = c5.number_input(t("evaluate.limit"), 0, 100000, 0, key="eval_limit")
 
 dataset = None
 try:
@@ -49,10 +46,10 @@ try:
 except BackboneError as exc:
     components.show_error(exc)
 
-go_clicked = st.button("Evaluate", type="primary", key="eval_go", disabled=not (dataset and chosen))
+go_clicked = st.button(t("evaluate.go"), type="primary", key="eval_go", disabled=not (dataset and chosen))
 if go_clicked:
     results = []
-    bar = st.progress(0.0, text="Starting…")
+    bar = st.progress(0.0, text=t("evaluate.starting"))
     for i, option in enumerate(chosen):
         def report(done, total, message, i=i, option=option):
             bar.progress(min(1.0, (i + done / max(total, 1)) / len(chosen)), text=f"{state.display_name(option)}: {message}")
@@ -63,7 +60,7 @@ if go_clicked:
             st.warning(str(exc))
         except BackboneError as exc:
             components.show_error(exc, prefix=f"{state.display_name(option)}: ")
-    bar.progress(1.0, text="Done; results saved and shown on Compare as 'accuracy on <dataset>'.")
+    bar.progress(1.0, text=t("evaluate.done"))
     state.set_eval_results(results)
 
 shown = state.eval_results()
@@ -74,31 +71,39 @@ if not shown and source == SAMPLE and chosen:
     except BackboneError as exc:
         components.show_error(exc)
 for option, r in shown:
-    st.subheader(components.md(f"{state.display_name(option)} on {r.dataset}"))
+    st.subheader(components.md(t("evaluate.result_title", model=state.display_name(option), dataset=r.dataset)))
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Top-1", f"{r.top1:.1%}", f"error {r.top1_error:.1%}", delta_color="off")
-    m2.metric("Top-5", f"{r.top5:.1%}", f"error {1 - r.top5:.1%}", delta_color="off")
-    m3.metric("Images", r.n, f"{r.skipped} skipped, {r.excluded} excluded", delta_color="off")
-    m4.metric("Images / s", f"{r.images_per_second:.1f}")
+    m1.metric(t("evaluate.top1"), f"{r.top1:.1%}", t("evaluate.error_rate", value=r.top1_error), delta_color="off")
+    m2.metric(t("evaluate.top5"), f"{r.top5:.1%}", t("evaluate.error_rate", value=1 - r.top5), delta_color="off")
+    m3.metric(t("evaluate.images"), r.n, t("evaluate.skipped_excluded", skipped=r.skipped, excluded=r.excluded),
+              delta_color="off")
+    m4.metric(t("evaluate.images_per_second"), f"{r.images_per_second:.1f}")
     for note in r.notes:
         st.caption(components.md(note))
     for u in r.unmatched:
-        st.caption(components.md(f"Unmatched class {u.label} ({u.images} images excluded): {u.note}"))
+        st.caption(components.md(t("evaluate.unmatched", label=u.label, n=u.images, note=u.note)))
     left, right = st.columns(2)
     with left:
-        st.dataframe(pd.DataFrame([{"class": c, "top-1": a} for c, a in r.per_class]), hide_index=True, key=f"eval_pc_{option}")
+        per_class = pd.DataFrame(list(r.per_class), columns=[t("evaluate.col.class"), t("evaluate.col.top1")])
+        st.dataframe(per_class, hide_index=True, key=f"eval_pc_{option}")
     with right:
-        fig = go.Figure(go.Heatmap(z=[list(row) for row in r.confusion], x=list(r.confusion_columns), y=list(r.labels), colorscale="Blues", text=[list(row) for row in r.confusion], texttemplate="%{text}"))
-        fig.update_layout(title="Confusion (rows: true class, columns: top-1)", height=360, margin=dict(t=40), yaxis=dict(autorange="reversed"))
+        columns = list(r.confusion_columns)
+        if len(columns) > len(r.labels):  # the last column counts predictions outside the dataset's classes
+            columns[-1] = t("evaluate.confusion_other")
+        fig = go.Figure(go.Heatmap(z=[list(row) for row in r.confusion], x=columns, y=list(r.labels), colorscale="Blues", text=[list(row) for row in r.confusion], texttemplate="%{text}"))
+        fig.update_layout(title=t("evaluate.confusion"), height=360, margin=dict(t=40), yaxis=dict(autorange="reversed"))
         components.plot(fig, key=f"eval_conf_{option}")
     if r.misclassified:
-        with st.expander(f"{len(r.misclassified)} misclassified image(s)"):
+        with st.expander(t("evaluate.misclassified", n=len(r.misclassified))):
+            headers = {"path": t("evaluate.col.path"), "label": t("evaluate.col.label"),
+                       "predicted": t("evaluate.col.predicted"), "in_top5": t("evaluate.col.in_top5"),
+                       "top5": t("evaluate.col.top5")}
             st.dataframe(
-                pd.DataFrame([{**m.to_dict(), "path": r.relative_path(m.path)} for m in r.misclassified]),
+                pd.DataFrame([{**m.to_dict(), "path": r.relative_path(m.path)} for m in r.misclassified]).rename(columns=headers),
                 hide_index=True,
                 key=f"eval_mis_{option}",
             )
     if r.skipped_files:
-        with st.expander(f"{len(r.skipped_files)} unreadable file(s) skipped"):
+        with st.expander(t("evaluate.unreadable", n=len(r.skipped_files))):
             for s in r.skipped_files:
                 st.caption(components.md(f"{r.relative_path(s.path)}: {s.reason}"))

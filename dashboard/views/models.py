@@ -10,16 +10,20 @@ from backbones.errors import BackboneError
 from backbones.paths import allowed_suffix
 from backbones.zoo.catalog import list_models
 from dashboard import actions, caches, components, state
+from dashboard.i18n import t
 
-st.title("Models")
-st.caption("CLI: `python -m backbones list --all --json`, `python -m backbones weights NAME`, `python -m backbones import-weights NAME FILE`.")
+st.title(t("models.title"))
+st.caption(t("models.caption"))
 
-tab_catalog, tab_checkpoint, tab_import = st.tabs(["Catalog", "Your checkpoint", "Import weights"])
+tab_catalog, tab_checkpoint, tab_import = st.tabs([t("models.tab.catalog"), t("models.tab.checkpoint"), t("models.tab.import")])
+# The source filter's values are compared below; only "all" and "curated" are words, the rest are source names.
+SOURCE_LABELS = {"all": t("models.source.all"), "curated": t("models.source.curated")}
 
 with tab_catalog:
     c1, c2 = st.columns([2, 3])
-    source = c1.radio("Source", ["all", "curated", "torchvision", "timm", "bundled"], horizontal=True, key="models_source")
-    query = c2.text_input("Search", key="models_query", placeholder="name or family, e.g. resnet, ViT")
+    source = c1.radio(t("models.source"), ["all", "curated", "torchvision", "timm", "bundled"], horizontal=True,
+                      key="models_source", format_func=lambda v: SOURCE_LABELS.get(v, v))
+    query = c2.text_input(t("models.search"), key="models_query", placeholder=t("models.search_placeholder"))
     rows = caches.catalog_rows()
     table = pd.DataFrame(
         [
@@ -48,36 +52,34 @@ with tab_catalog:
     if query:
         q = query.lower()
         table = table[table["name"].str.lower().str.contains(q, regex=False) | table["family"].str.lower().str.contains(q, regex=False)]
-    components.table(table, key="models_table")
-    st.caption(
-        f"{len(table)} of {len(rows)} models. Weights: **bundled** ships with the app; **cached** is on this "
-        "machine (torch's hub cache or the Hugging Face cache timm shares); **downloadable** is fetched on demand "
-        "(below, or `python -m backbones download NAME`), or imported on the 'Import weights' tab on a machine "
-        "without internet. Every model works untrained for size, latency and summaries."
-    )
+    headers = {
+        "name": t("models.col.name"), "family": t("models.col.family"), "source": t("models.col.source"),
+        "curated": t("models.col.curated"), "params (M)": t("models.col.params"), "MACs (G)": t("models.col.macs"),
+        "top-1 (%)": t("models.col.top1"), "top-5 (%)": t("models.col.top5"), "input": t("models.col.input"),
+        "weights": t("models.col.weights"), "size (MB)": t("models.col.size"),
+        "all weights": t("models.col.all_weights"), "published figures from": t("models.col.published_source"),
+    }
+    components.table(table.rename(columns=headers), key="models_table")
+    st.caption(t("models.catalog_note", shown=len(table), total=len(rows)))
     missing = [r["name"] for r in rows if r["weights"] and r["weights"][0]["status"] == "downloadable"]
     wanted = st.multiselect(
-        "Download weights for", missing, default=[o for o in state.selected_models() if o in missing],
-        format_func=state.display_name, key="models_download", placeholder="Pick backbones to download",
+        t("models.download_for"), missing, default=[o for o in state.selected_models() if o in missing],
+        format_func=state.display_name, key="models_download", placeholder=t("models.download_placeholder"),
     )
     if wanted:
         components.weights_gate(wanted, key="models")
 
 with tab_checkpoint:
-    st.markdown(
-        "Load a fine-tuned checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`) for any catalog architecture. "
-        "`module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes are handled; the number of classes "
-        "is read from the classifier. It is then available on every page, under its own name, for this session."
-    )
+    st.markdown(t("models.checkpoint_intro"))
     arch_options = [e.name for e in list_models()]
     c1, c2 = st.columns(2)
-    arch = c1.selectbox("Architecture", arch_options, index=arch_options.index("resnet50"), key="ckpt_arch", format_func=state.display_name)
-    label = c2.text_input("Name", key="ckpt_label", placeholder="e.g. flowers102-resnet50")
-    ckpt_file = st.file_uploader("Checkpoint", type=["pth", "pt", "bin", "safetensors", "ckpt"], key="ckpt_file")
-    classes_file = st.file_uploader("Class names (optional): .txt one per line, or .json", type=["txt", "json"], key="ckpt_classes")
-    if st.button("Load checkpoint", type="primary", key="ckpt_load", disabled=ckpt_file is None):
+    arch = c1.selectbox(t("models.architecture"), arch_options, index=arch_options.index("resnet50"), key="ckpt_arch", format_func=state.display_name)
+    label = c2.text_input(t("models.name"), key="ckpt_label", placeholder=t("models.name_placeholder"))
+    ckpt_file = st.file_uploader(t("models.checkpoint"), type=["pth", "pt", "bin", "safetensors", "ckpt"], key="ckpt_file")
+    classes_file = st.file_uploader(t("models.class_names"), type=["txt", "json"], key="ckpt_classes")
+    if st.button(t("models.load"), type="primary", key="ckpt_load", disabled=ckpt_file is None):
         try:
-            with st.spinner("Checking that the checkpoint fits…"):
+            with st.spinner(t("models.checking_checkpoint")):
                 loaded = actions.load_checkpoint_upload(
                     ckpt_file.getvalue(),
                     ckpt_file.name,
@@ -85,7 +87,7 @@ with tab_checkpoint:
                     label=label,
                     classes=(classes_file.getvalue(), classes_file.name) if classes_file is not None else None,
                 )
-            state.flash(f"Loaded {loaded.describe()}; it is selected in the sidebar.")
+            state.flash(t("models.loaded", model=loaded.describe()))
             st.rerun()
         except BackboneError as exc:
             components.show_error(exc)
@@ -94,31 +96,28 @@ with tab_checkpoint:
         st.success(components.md(message))
     customs = state.custom_models()
     if customs:
-        st.markdown("**Loaded this session**")
+        st.markdown(f"**{t('models.loaded_this_session')}**")
         for custom in customs.values():
             cols = st.columns([4, 1])
-            cols[0].markdown(f"★ **{components.md(custom.label)}** — {custom.arch}, {custom.num_classes} classes")
-            if cols[1].button("Remove", key=f"ckpt_remove_{custom.label}"):
+            cols[0].markdown(t("models.custom_line", label=components.md(custom.label), arch=custom.arch,
+                               n=custom.num_classes))
+            if cols[1].button(t("models.remove"), key=f"ckpt_remove_{custom.label}"):
                 state.remove_custom(custom.label)
                 st.rerun()
 
 with tab_import:
-    st.markdown(
-        "No internet here: download a torchvision weights file elsewhere (the URL is listed below) and import it. "
-        "The file is checked against the official hash and loaded into the architecture before it is copied "
-        "into torch's hub cache; then predictions and CAMs work offline."
-    )
+    st.markdown(t("models.import_intro"))
     importable = [e.name for e in list_models() if e.source != "bundled"]
     c1, c2 = st.columns(2)
-    target = c1.selectbox("Model", importable, key="import_model", format_func=state.display_name)
+    target = c1.selectbox(t("models.model"), importable, key="import_model", format_func=state.display_name)
     from backbones.zoo.weights import weights_status
 
     statuses = weights_status(target)
-    which = c2.selectbox("Weights", [s.name for s in statuses], key="import_weights_name")
+    which = c2.selectbox(t("models.weights"), [s.name for s in statuses], key="import_weights_name")
     chosen = next(s for s in statuses if s.name == which)
-    st.markdown(f"Status: **{chosen.status}** · expected file: `{chosen.path}` · from: {chosen.url}")
-    weights_file = st.file_uploader("Weights file", type=["pth", "pt", "bin", "safetensors"], key="import_file")
-    if st.button("Import", key="import_go", disabled=weights_file is None):
+    st.markdown(t("models.weights_status", status=chosen.status, path=chosen.path, url=chosen.url))
+    weights_file = st.file_uploader(t("models.weights_file"), type=["pth", "pt", "bin", "safetensors"], key="import_file")
+    if st.button(t("models.import"), key="import_go", disabled=weights_file is None):
         from backbones.zoo.importing import import_weights
 
         try:
@@ -127,10 +126,10 @@ with tab_import:
             with tempfile.TemporaryDirectory() as tmpdir:
                 tmp = Path(tmpdir) / f"upload{suffix}"
                 tmp.write_bytes(weights_file.getvalue())
-                with st.spinner("Checking and importing…"):
+                with st.spinner(t("models.importing")):
                     dest = import_weights(target, tmp, weights=which)
         except BackboneError as exc:
             components.show_error(exc)
         else:
             caches.catalog_rows.clear()
-            st.success(components.md(f"Imported into {dest}"))
+            st.success(components.md(t("models.imported", dest=dest)))

@@ -6,15 +6,13 @@ import streamlit as st
 
 from backbones.errors import BackboneError
 from dashboard import actions, caches, components
+from dashboard.i18n import t
 
-st.title("Training runs")
-st.caption(
-    "Upload epoch logs (`epoch 83, loss 0.1116, train accuracy 0.970, test accuracy 0.822, use time 62.638`), "
-    "CSV with epoch/loss/accuracy columns, or TensorBoard event files. CLI: `python -m backbones logs FILE… --json`."
-)
+st.title(t("training.title"))
+st.caption(t("training.caption"))
 
-uploads = st.file_uploader("Training logs", accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
-use_demo = st.toggle("Include the demo runs (VGG19, NIN, GoogLeNet, ResNet on the seed notes' animal dataset)", value=not uploads, key="train_seed")
+uploads = st.file_uploader(t("training.upload"), accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
+use_demo = st.toggle(t("training.demo"), value=not uploads, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
 runs, problems = caches.training_runs(tuple(files)) if files else ([], [])
 if use_demo:
@@ -22,10 +20,10 @@ if use_demo:
 for message in problems:
     st.error(components.md(message), icon=":material/error:")
 if not runs:
-    st.info("Upload one or more training logs, or include the demo runs.")
+    st.info(t("training.empty"))
     st.stop()
 
-st.markdown("**Name the runs**")
+st.markdown(f"**{t('training.name_runs')}**")
 named = []
 cols = st.columns(3)
 for i, run in enumerate(runs):
@@ -36,15 +34,31 @@ for i, run in enumerate(runs):
         components.show_error(exc)
         named.append(run)
 
-chosen = st.multiselect("Runs to plot", [r.name for r in named], default=[r.name for r in named][:6], key="train_chosen")
+chosen = st.multiselect(t("training.runs_to_plot"), [r.name for r in named], default=[r.name for r in named][:6], key="train_chosen")
 shown = [r for r in named if r.name in chosen]
 
 summary = pd.DataFrame([r.summary() for r in shown]) if shown else pd.DataFrame()
 if not summary.empty:
-    st.dataframe(summary, hide_index=True, key="train_summary")
-    st.download_button("Download summary (CSV)", summary.to_csv(index=False).encode(), file_name="training-runs.csv", mime="text/csv", key="train_csv")
+    # The CSV keeps the field names of `python -m backbones logs --json`; only the table on screen is translated.
+    headers = {
+        "name": t("training.col.name"), "source": t("training.col.source"), "format": t("training.col.format"),
+        "epochs": t("training.col.epochs"), "first_epoch": t("training.col.first_epoch"),
+        "last_epoch": t("training.col.last_epoch"), "best_epoch": t("training.col.best_epoch"),
+        "best_metric": t("training.col.best_metric"), "best_test_acc": t("training.col.best_test_acc"),
+        "final_test_acc": t("training.col.final_test_acc"), "final_loss": t("training.col.final_loss"),
+        "mean_epoch_time_s": t("training.col.mean_epoch_time_s"), "total_time_s": t("training.col.total_time_s"),
+        "gap_at_best": t("training.col.gap_at_best"), "gap_at_last": t("training.col.gap_at_last"),
+    }
+    st.dataframe(summary.rename(columns=headers), hide_index=True, key="train_summary")
+    st.download_button(t("training.download_csv"), summary.to_csv(index=False).encode(), file_name="training-runs.csv", mime="text/csv", key="train_csv")
 
-for field, title, percent in [("loss", "Loss", False), ("train_acc", "Train accuracy", True), ("test_acc", "Test accuracy", True), ("gap", "Overfitting gap (train − test accuracy)", True)]:
+charts = [
+    ("loss", t("training.chart.loss"), t("training.axis.loss"), False),
+    ("train_acc", t("training.chart.train_acc"), "%", True),
+    ("test_acc", t("training.chart.test_acc"), "%", True),
+    ("gap", t("training.chart.gap"), "%", True),
+]
+for field, title, y_title, percent in charts:
     fig = go.Figure()
     for r in shown:
         x, y = r.series(field, break_gaps=True)  # a log that skips epochs gets a gap, not a made-up line
@@ -52,5 +66,5 @@ for field, title, percent in [("loss", "Loss", False), ("train_acc", "Train accu
             values = [None if v is None else (v * 100 if percent else v) for v in y]
             fig.add_scatter(x=list(x), y=values, mode="lines+markers", name=r.name, connectgaps=False)
     if fig.data:
-        fig.update_layout(title=title, height=330, margin=dict(t=40), xaxis_title="epoch", yaxis_title="%" if percent else field, legend=dict(orientation="h", y=-0.25))
+        fig.update_layout(title=title, height=330, margin=dict(t=40), xaxis_title=t("training.axis.epoch"), yaxis_title=y_title, legend=dict(orientation="h", y=-0.25))
         components.plot(fig, key=f"train_{field}")

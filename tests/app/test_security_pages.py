@@ -51,7 +51,7 @@ def test_server_paths_only_inside_roots_with_one_message(app, monkeypatch, tmp_p
     (root / "escape").symlink_to(REPO)  # a link inside a root that points out of it
     monkeypatch.setenv("BACKBONES_DATA_ROOTS", str(root))
     open_page(app, "evaluate")
-    app.radio(key="eval_source").set_value("a folder on the server").run()
+    app.radio(key="eval_source").set_value("server").run()
     messages = set()
     for path in ["/etc", str(REPO), str(REPO / "README.md"), "/no/such/dir", str(root / "missing"),
                  str(root / "escape"), str(root / ".." / root.name / "escape" / "dashboard"), "../../etc"]:
@@ -70,7 +70,7 @@ def test_server_paths_only_inside_roots_with_one_message(app, monkeypatch, tmp_p
 def test_traversal_zip_upload_writes_nothing(app, tmp_path):
     before = tree_digest(REPO)
     open_page(app, "evaluate")
-    app.radio(key="eval_source").set_value("upload a .zip").run()
+    app.radio(key="eval_source").set_value("upload").run()
     app.file_uploader(key="eval_zip").set_value(("dataset.zip", hostile_zip(), "application/zip"))
     app.run()
     no_exception(app)
