@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.e2e.conftest import screenshot, wait_idle
@@ -77,7 +79,7 @@ def test_measure_latency_from_the_compare_page(page, app_url):
     budget.fill("0.5")
     budget.press("Enter")
     wait_idle(page)
-    page.get_by_role("button", name="Measure 4 backbone(s)").click()
+    page.get_by_role("button", name=re.compile(r"^Measure \d+ backbone")).click()
     page.get_by_text("Done: results saved").wait_for(timeout=300_000)
     wait_idle(page)
     assert page.get_by_text("No latency measured yet").count() == 0
