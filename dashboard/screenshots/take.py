@@ -49,7 +49,10 @@ def shoot(page, url: str, ready_text: str, path: Path, *, scroll: int = 0, timeo
 
 
 def download_screenshot(browser, tmp: Path) -> None:
-    """A timm model served by a loopback Hub that stalls half-way: the progress bar, caught mid-transfer."""
+    """A timm model served by a loopback Hub that stalls half-way: the progress bar, caught mid-transfer.
+
+    Lite4 (52 MB): huggingface_hub reports progress per 10 MB, so half the file shows on the bar before the stall.
+    """
     import timm
     import torch
     from safetensors.torch import save
@@ -57,16 +60,16 @@ def download_screenshot(browser, tmp: Path) -> None:
     from tests.loopback import LoopbackServer
 
     torch.manual_seed(0)
-    state = timm.create_model("mobilenetv3_small_100", pretrained=False).state_dict()
+    state = timm.create_model("tf_efficientnet_lite4", pretrained=False).state_dict()
     server = LoopbackServer(stall_s=60.0).start()
-    server.add_hf_file("timm/mobilenetv3_small_100.lamb_in1k", "model.safetensors", save({k: v.contiguous() for k, v in state.items()}))
+    server.add_hf_file("timm/tf_efficientnet_lite4.in1k", "model.safetensors", save({k: v.contiguous() for k, v in state.items()}))
     server.fail("stall-body", methods=("GET",))
     env = {"BACKBONES_OFFLINE": "0", "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": server.base_url, "HF_HOME": str(tmp / "hf"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "BACKBONES_DOWNLOAD_TIMEOUT": "90", "NO_PROXY": "127.0.0.1,localhost"}
     proc, url, _ = start_app(tmp / "download", extra_env=env)
     try:
         page = browser.new_context(viewport=VIEWPORT).new_page()
-        page.goto(f"{url}/predict?models=efficientnet_lite0,timm:mobilenetv3_small_100")
+        page.goto(f"{url}/predict?models=efficientnet_lite0,timm:tf_efficientnet_lite4")
         button = page.get_by_role("button", name="Download weights")
         button.first.wait_for(timeout=300_000)
         time.sleep(2.0)
@@ -97,7 +100,7 @@ def main() -> int:
             for name, path, ready in PAGES:
                 if args.only and name not in args.only:
                     continue
-                shoot(page, f"{url}/{path}", ready, OUT / f"{name}.png", scroll=450 if name in ("explain", "evaluate") else 0)
+                shoot(page, f"{url}/{path}", ready, OUT / f"{name}.png", scroll={"explain": 450, "evaluate": 450, "training": 1100}.get(name, 0))
             if not args.only or "download" in args.only:
                 download_screenshot(browser, tmp)
             browser.close()
