@@ -200,9 +200,12 @@ def styled_table(table):
             continue
         present = values.dropna()
         whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))
-        if values.isna().any() or whole:
+        large = len(present) > 0 and present.abs().max() >= 1000
+        if values.isna().any() or (whole and large):
             fmt = "{:,.0f}" if whole else "{:,.2f}"
             out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]
+        elif whole and kind == "f":
+            out[column] = values.astype("Int64")  # small counts (receptive field, jump): numbers without decimals
     return out
 
 

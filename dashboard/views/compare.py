@@ -10,26 +10,69 @@ from backbones.errors import BackboneError, CancelledError
 from backbones.results.comparison import X_AXES
 from backbones.results.pareto import pareto_front
 from dashboard import actions, caches, components, state
+from dashboard.i18n import t
 
-st.title("Compare backbones")
-st.caption(
-    "Published ImageNet accuracy (source cited per model) beside latency **measured on this machine**. "
-    "CLI: `python -m backbones bench NAME… --json`, `python -m backbones compare NAME… --json`."
-)
+# The table's columns: English names stay the data's (CSV, slide pack, the code below); only the shown
+# table, the charts and the metric picker read them in the session's language.
+COLUMNS = {
+    "backbone": "compare.col_backbone",
+    "name": "compare.col_name",
+    "series": "compare.col_series",
+    "top-1 (%)": "compare.col_top1",
+    "top-5 (%)": "compare.col_top5",
+    "latency median (ms)": "compare.col_latency",
+    "p10 (ms)": "compare.col_p10",
+    "p90 (ms)": "compare.col_p90",
+    "images/s": "compare.col_throughput",
+    "params (M)": "compare.col_params",
+    "GMACs": "compare.col_gmacs",
+    "size (MiB)": "compare.col_size",
+    "device": "compare.col_device",
+    "batch": "compare.col_batch",
+    "threads": "compare.col_threads",
+    "measured at (UTC)": "compare.col_measured_at",
+    "accuracy source": "compare.col_source",
+}
+TOP1_ON = ("top-1 on ", " (%)")  # one column per dataset the user evaluated on
+
+
+def column_label(column: str) -> str:
+    """A table column's header in this session's language."""
+    if column in COLUMNS:
+        return t(COLUMNS[column])
+    if column.startswith(TOP1_ON[0]) and column.endswith(TOP1_ON[1]):
+        return t("compare.col_top1_on", dataset=column[len(TOP1_ON[0]) : -len(TOP1_ON[1])])
+    return column
+
+
+def series_label(series: str) -> str:
+    """A measurement series (``measured here``, ``measured on <machine>``, ``published only``) for legends."""
+    machine = "measured on "
+    if series == "measured here":
+        return t("compare.series_here")
+    if series == "published only":
+        return t("compare.series_published")
+    if series.startswith(machine):
+        return t("compare.series_machine", machine=series[len(machine) :])
+    return series
+
+
+st.title(t("compare.title"))
+st.caption(t("compare.caption"))
 
 models = state.selected_models()
 if not models:
-    st.info("Pick backbones in the sidebar to compare them.")
+    st.info(t("compare.pick"))
     st.stop()
 
 devices = caches.available_devices()
 with st.container(border=True):
     c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
-    device = c1.selectbox("Device", devices, key="cmp_device", help="cuda appears when PyTorch sees a GPU")
-    batch_size = c2.selectbox("Batch size", [1, 2, 4, 8, 16, 32, 64], key="cmp_batch")
+    device = c1.selectbox(t("compare.device"), devices, key="cmp_device", help=t("compare.device_help"))
+    batch_size = c2.selectbox(t("compare.batch_size"), [1, 2, 4, 8, 16, 32, 64], key="cmp_batch")
     max_threads = os.cpu_count() or 1
-    threads = c3.number_input("CPU threads", 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
-    budget = c4.number_input("Seconds per model", 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
+    threads = c3.number_input(t("compare.threads"), 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
+    budget = c4.number_input(t("compare.budget"), 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
     c5.write("")
     try:
         plan, to_measure = actions.plan_benchmarks(
@@ -38,14 +81,14 @@ with st.container(border=True):
     except BackboneError as exc:
         plan, to_measure = None, []
         components.show_error(exc)
-    label = f"Measure {len(to_measure)} backbone(s)" + (f" · about {plan.total_s:.0f} s" if plan and to_measure else "")
+    label = t("compare.measure", n=len(to_measure)) + (t("compare.measure_estimate", seconds=plan.total_s) if plan and to_measure else "")
     measure = c5.button(label, type="primary", key="cmp_measure", width="stretch", disabled=not to_measure)
     for name, why in plan.refused if plan else ():
-        st.caption(components.md(f"{name} is left out: {why}"))
+        st.caption(components.md(t("compare.left_out", name=name, why=why)))
 
 if measure:
-    progress = st.progress(0.0, text="Starting…")
-    st.button("Stop", key="cmp_stop", help="Stops after the current model; finished results are kept.")
+    progress = st.progress(0.0, text=t("compare.starting"))
+    st.button(t("compare.stop"), key="cmp_stop", help=t("compare.stop_help"))
 
     def report(done: int, total: int, message: str) -> None:
         progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
@@ -57,7 +100,7 @@ if measure:
     except BackboneError as exc:
         components.show_error(exc)
     else:
-        progress.progress(1.0, text="Done: results saved (they persist across restarts).")
+        progress.progress(1.0, text=t("compare.done"))
 
 threads_filter = int(threads) if device == "cpu" else None
 try:
@@ -93,18 +136,19 @@ table = pd.DataFrame(
 )
 measured = table["latency median (ms)"].notna()
 if not measured.any():
-    st.info(
-        f"No latency measured yet for {device}, batch {batch_size}"
-        + (f", {int(threads)} threads" if device == "cpu" else "")
-        + ". Press **Measure** (about "
-        f"{plan.total_s if plan else 0:.0f} s): published figures are shown meanwhile."
-    )
+    st.info(t(
+        "compare.not_measured",
+        device=device,
+        batch=batch_size,
+        threads=t("compare.not_measured_threads", n=int(threads)) if device == "cpu" else "",
+        seconds=plan.total_s if plan else 0,
+    ))
 
-components.table(table, key="cmp_table")
+components.table(table.assign(series=table["series"].map(series_label)).rename(columns=column_label), key="cmp_table")
 if not measured.all():
-    st.caption("— : not measured on this machine yet for this device, batch size and thread count.")
+    st.caption(t("compare.dash_note"))
 st.download_button(
-    "Download table (CSV)",
+    t("compare.csv"),
     table.to_csv(index=False).encode(),
     file_name="backbone-comparison.csv",
     mime="text/csv",
@@ -115,17 +159,17 @@ st.download_button(
 def scatter(rows: list[dict]) -> None:
     """Accuracy against a cost axis; switching the axis reruns only this chart."""
     x_choice = st.radio(
-        "x axis",
+        t("compare.x_axis"),
         list(X_AXES),
-        format_func=lambda k: X_AXES[k][1],
+        format_func=lambda k: t(f"compare.x_axis_{k}"),
         horizontal=True,
         index=list(X_AXES).index("macs"),  # drawable before anything is measured
         key="cmp_x",
     )
-    attr, x_label = X_AXES[x_choice]
+    attr = X_AXES[x_choice][0]
     points = [r for r in rows if r.get(attr) is not None and r["published_top1"] is not None]
     if not points:
-        st.info("Nothing to plot on this axis yet" + (": measure latency first." if x_choice == "latency" else "."))
+        st.info(t("compare.nothing_to_plot_latency" if x_choice == "latency" else "compare.nothing_to_plot"))
     else:
         fig = go.Figure()
         max_params = max((r["params_m"] or 0) for r in points) or 1
@@ -146,11 +190,12 @@ def scatter(rows: list[dict]) -> None:
                     x=[r[attr] for r in pts],
                     y=[r["published_top1"] for r in pts],
                     mode="markers",
-                    name=series,
+                    name=series_label(series),
                     text=[r["display_name"] for r in pts],
                     marker=dict(size=[bubble(r) for r in pts], opacity=0.65, line=dict(width=1)),
                     customdata=[[r["params_m"] or 0] for r in pts],
-                    hovertemplate="%{text}<br>x=%{x:.3g}<br>top-1=%{y:.2f}%<br>params=%{customdata[0]:.2f}M<extra>" + series + "</extra>",
+                    hovertemplate="%{text}<br>x=%{x:.3g}<br>top-1=%{y:.2f}%<br>" + t("compare.hover_params")
+                    + "=%{customdata[0]:.2f}M<extra>" + series_label(series) + "</extra>",
                 )
             )
             front = pareto_front([(r[attr], r["published_top1"]) for r in pts])
@@ -161,14 +206,14 @@ def scatter(rows: list[dict]) -> None:
                         y=[pts[i]["published_top1"] for i in front],
                         mode="lines",
                         line=dict(dash="dash", width=2),
-                        name=f"Pareto front ({series})",
+                        name=t("compare.pareto", series=series_label(series)),
                         hoverinfo="skip",
                     )
                 )
         fig.update_layout(
             height=520,
-            xaxis_title=x_label,
-            yaxis_title="ImageNet top-1 (%, published)",
+            xaxis_title=t(f"compare.x_axis_{x_choice}"),
+            yaxis_title=t("compare.axis_top1"),
             legend=dict(orientation="h", y=-0.15),
             margin=dict(t=30),
             font=dict(size=14),
@@ -178,10 +223,12 @@ def scatter(rows: list[dict]) -> None:
             ys = [r["published_top1"] for r in points]
             fig.update_yaxes(range=[min(ys) - 2, max(ys) + 2.5])
         components.plot(fig, key="cmp_scatter")
-        st.caption("Bubble area ∝ parameters. The dashed line joins the backbones no other beats on both axes.")
+        st.caption(t("compare.bubble_note"))
 
 
-tab_scatter, tab_acc, tab_lat, tab_size = st.tabs(["Accuracy vs cost", "Accuracy", "Latency", "Size & compute"])
+tab_scatter, tab_acc, tab_lat, tab_size = st.tabs(
+    [t("compare.tab_scatter"), t("compare.tab_accuracy"), t("compare.tab_latency"), t("compare.tab_size")]
+)
 
 with tab_scatter:
     scatter(rows)
@@ -189,24 +236,24 @@ with tab_scatter:
 with tab_acc:
     acc = table.drop_duplicates("name")
     fig = go.Figure()
-    fig.add_bar(x=acc["backbone"], y=acc["top-1 (%)"], name="top-1 (published)")
-    fig.add_bar(x=acc["backbone"], y=acc["top-5 (%)"], name="top-5 (published)")
-    for col in [c for c in acc.columns if c.startswith("top-1 on ")]:
-        fig.add_bar(x=acc["backbone"], y=acc[col], name=col.replace(" (%)", ""))
-    fig.update_layout(barmode="group", yaxis_title="ImageNet accuracy (%)", height=430, margin=dict(t=30))
+    fig.add_bar(x=acc["backbone"], y=acc["top-1 (%)"], name=t("compare.bar_top1"))
+    fig.add_bar(x=acc["backbone"], y=acc["top-5 (%)"], name=t("compare.bar_top5"))
+    for col in [c for c in acc.columns if c.startswith(TOP1_ON[0])]:
+        fig.add_bar(x=acc["backbone"], y=acc[col], name=t("compare.bar_top1_on", dataset=col[len(TOP1_ON[0]) : -len(TOP1_ON[1])]))
+    fig.update_layout(barmode="group", yaxis_title=t("compare.axis_accuracy"), height=430, margin=dict(t=30))
     components.plot(fig, key="cmp_acc")
 
 with tab_lat:
     lat = table[measured]
     if lat.empty:
-        st.info("Measure latency to see it here.")
+        st.info(t("compare.measure_first"))
     else:
         fig = go.Figure()
         for series, group in lat.groupby("series", sort=False):
             fig.add_bar(
                 x=group["backbone"],
                 y=group["latency median (ms)"],
-                name=series,
+                name=series_label(series),
                 error_y=dict(
                     type="data",
                     symmetric=False,
@@ -214,16 +261,17 @@ with tab_lat:
                     arrayminus=group["latency median (ms)"] - group["p10 (ms)"],
                 ),
             )
-        fig.update_layout(barmode="group", yaxis_title=f"latency per batch of {batch_size} (ms, median; bars p10–p90)", height=430, margin=dict(t=30))
+        fig.update_layout(barmode="group", yaxis_title=t("compare.axis_latency", batch=batch_size), height=430, margin=dict(t=30))
         components.plot(fig, key="cmp_lat")
 
 with tab_size:
     sz = table.drop_duplicates("name")
-    metric = st.radio("Metric", ["params (M)", "GMACs", "size (MiB)"], horizontal=True, key="cmp_size_metric")
+    metric = st.radio(t("compare.metric"), ["params (M)", "GMACs", "size (MiB)"], format_func=column_label,
+                      horizontal=True, key="cmp_size_metric")
     fig = go.Figure(go.Bar(x=sz["backbone"], y=sz[metric], marker_color="#7c3aed"))
-    fig.update_layout(yaxis_title=metric, height=430, margin=dict(t=30))
+    fig.update_layout(yaxis_title=column_label(metric), height=430, margin=dict(t=30))
     components.plot(fig, key="cmp_size")
-    st.caption("MACs are multiply-accumulates for one image at the model's input size (1 MAC = 2 FLOPs).")
+    st.caption(t("compare.macs_note"))
 
 def pack_bytes() -> bytes:
     """The slide pack of this page: accuracy against MACs and against latency, the table, settings, commands."""
@@ -248,21 +296,21 @@ def pack_bytes() -> bytes:
     )
 
 
-st.download_button("Download slide pack (zip: 1920 px figures, CSV, settings, commands)", pack_bytes,
+st.download_button(t("compare.pack"), pack_bytes,
                    file_name="backbone-lens-compare.zip", mime="application/zip", key="cmp_pack")
 
-with st.expander("Import measurements from another machine"):
-    st.markdown("Export on the other machine with `python -m backbones results --export results.json`, then import here.")
+with st.expander(t("compare.import_title")):
+    st.markdown(t("compare.import_how"))
     upload = st.file_uploader("results.json", type=["json"], key="cmp_import", max_upload_size=actions.RESULTS_UPLOAD_MB)
-    if upload is not None and st.button("Import", key="cmp_import_go"):
+    if upload is not None and st.button(t("compare.import"), key="cmp_import_go"):
         try:
             n = actions.import_results(upload.getvalue())
         except BackboneError as exc:
             components.show_error(exc)
         else:
-            st.success(f"Imported {n} result(s); they appear as their own series.")
+            st.success(t("compare.imported", n=n))
     st.download_button(
-        "Export all results (JSON)",
+        t("compare.export"),
         actions.export_results(),
         file_name="backbone-lens-results.json",
         mime="application/json",

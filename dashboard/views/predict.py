@@ -4,23 +4,21 @@ import streamlit as st
 
 from backbones.errors import BackboneError
 from dashboard import caches, components, state
+from dashboard.i18n import t
 
-st.title("Predict")
-st.caption(
-    "Upload photos (or pick a sample) and compare each backbone's top-5 ImageNet classes. "
-    "CLI: `python -m backbones predict IMG --model NAME --topk 5 --json`."
-)
+st.title(t("predict.title"))
+st.caption(t("predict.caption"))
 
 inputs = components.image_inputs("predict")
 images = components.decoded_images(inputs)
 models = state.selected_models()
-topk = st.slider("Classes per model (top-k)", 1, 10, 5, key="predict_topk")
+topk = st.slider(t("predict.topk"), 1, 10, 5, key="predict_topk")
 
 if not models:
-    st.info("Pick one or more backbones in the sidebar.")
+    st.info(t("predict.pick"))
     st.stop()
 if not images:
-    st.info("Upload an image or choose a sample photo to see predictions.")
+    st.info(t("predict.no_image"))
     st.stop()
 
 # Every selected backbone is shown: those without weights here with a Download button.
@@ -30,15 +28,16 @@ if not runnable:
 
 for name, data, image, info in images:
     st.subheader(components.md(name))
-    st.caption(f"{info.format}, {info.width}×{info.height}, mode {info.mode}" + (f", {info.frames} frames (first used)" if info.frames > 1 else ""))
+    st.caption(t("predict.image_info", format=info.format, width=info.width, height=info.height, mode=info.mode)
+               + (t("predict.frames", n=info.frames) if info.frames > 1 else ""))
     columns = st.columns(min(len(runnable), 3) + 1)
     with columns[0]:
-        st.image(image, caption="your image", width="stretch")
+        st.image(image, caption=t("predict.your_image"), width="stretch")
     for i, (option, _) in enumerate(runnable):
         col = columns[1 + i % (len(columns) - 1)]
         with col:
             try:
-                with st.spinner(f"Running {state.display_name(option)}…"):
+                with st.spinner(t("predict.running", model=state.display_name(option))):
                     topk_rows = caches.predictions(option, caches.model_key(option), caches.digest(data), data, name, topk)
                     loaded = caches.loaded_model(option)
             except BackboneError as exc:
@@ -49,9 +48,10 @@ for name, data, image, info in images:
                 key=f"topk_{name}_{option}",
             )
             prep = loaded.preprocessing
-            with st.expander("What the model saw"):
-                st.image(prep.resized_crop(image), caption=f"{prep.crop_size}px crop (resize {prep.resize_size}, {prep.interpolation})")
-                st.caption(components.md(f"mean {prep.mean}, std {prep.std}; weights: {loaded.describe()}"))
+            with st.expander(t("predict.model_saw")):
+                st.image(prep.resized_crop(image), caption=t("predict.crop", crop=prep.crop_size, resize=prep.resize_size,
+                                                             interpolation=prep.interpolation))
+                st.caption(components.md(t("predict.preprocessing", mean=prep.mean, std=prep.std, weights=loaded.describe())))
 
 
 def pack_bytes() -> bytes:
@@ -77,5 +77,5 @@ def pack_bytes() -> bytes:
     )
 
 
-st.download_button("Download slide pack (zip: 1920 px figures, CSV, settings, commands)", pack_bytes,
+st.download_button(t("predict.pack"), pack_bytes,
                    file_name="backbone-lens-predict.zip", mime="application/zip", key="predict_pack")
