@@ -226,10 +226,11 @@ async def run_session(browser, url: str, photo: Path, *, index: int, backbone: s
         await page.goto(f"{url}/explain", timeout=timeout_ms)
         await wait_idle(page, action_timeout_s)
         step = "select backbone"
-        if backbone != "efficientnet_lite0":  # Lite0 is in the initial selection
+        if backbone != "efficientnet_lite0":
             sidebar = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').first
-            await _pick(page, sidebar, DISPLAY[backbone], timeout_ms)
-            await wait_idle(page, action_timeout_s)
+            if DISPLAY[backbone] not in await sidebar.inner_text():  # the Lite models start selected offline
+                await _pick(page, sidebar, DISPLAY[backbone], timeout_ms)
+                await wait_idle(page, action_timeout_s)
             await _pick(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Backbone").first, DISPLAY[backbone], timeout_ms)
             await wait_idle(page, action_timeout_s)
         if method != "gradcam":
