@@ -351,7 +351,8 @@ def faithfulness(option: str, key: str, data: bytes, name: str, method: str, lay
     exp = explanation(option, key, data, name, method, layer, target)
     loaded = loaded_model(option)
     with guard_memory(device(), f"faithfulness of {method} on {display_name(option)}"):
-        return score_explanations(loaded, image, [exp])[0]
+        # Batches of 8 masked images: the same work on a CPU, a quarter of the activation memory per session.
+        return score_explanations(loaded, image, [exp], batch_size=8)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -364,7 +365,7 @@ def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: 
     for option in options:
         loaded = loaded_model(option)
         with guard_memory(device(), f"ranking methods on {display_name(option)}"):
-            for f in score_methods(loaded, image):
+            for f in score_methods(loaded, image, batch_size=8):
                 rows.append({
                     "backbone": display_name(option), "method": f.method, "layer": f.layer or "—",
                     "deletion AUC ↓": f.score.deletion_auc, "insertion AUC ↑": f.score.insertion_auc,
