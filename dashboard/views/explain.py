@@ -122,7 +122,7 @@ def overlay_panel() -> None:
             caches.colour_scale("0: no evidence for the class", "1: the strongest evidence in this image"),
             width="stretch",
         )
-    st.download_button(t("explain.download_overlay"), to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
+    st.download_button(t("explain.download_overlay"), lambda: to_png_bytes(over), file_name=f"{method}-{state.store_name(option)}.png", mime="image/png", key="explain_png")
 
 
 overlay_panel()
@@ -241,7 +241,7 @@ with tab_top5:
                 exps = caches.explanations_topk(option, key, data, name, method, layer, 5)
             grid = render_grid(image, exps, normalize="joint", alpha=GRID_ALPHA, columns=3, titles=[f"{e.target.label} {e.target.prob:.0%}" for e in exps])
             st.image(grid, width="stretch")
-            st.download_button(t("explain.download_grid"), to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
+            st.download_button(t("explain.download_grid"), lambda grid=grid: to_png_bytes(grid), file_name="top5.png", mime="image/png", key="explain_top5_png")
         except BackboneError as exc:
             components.show_error(exc)
 
@@ -263,7 +263,7 @@ with tab_models:
         if exps:
             grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=GRID_ALPHA, titles=titles, show_image=True)
             st.image(grid, width="stretch")
-            st.download_button(t("explain.download_figure"), to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
+            st.download_button(t("explain.download_figure"), lambda grid=grid: to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
 
 with tab_features:
     fl = st.selectbox(t("explain.feature_layer"), layers, index=layers.index(layer or default) if (layer or default) in layers else max(0, len(layers) - 1), key=f"explain_feat_layer_{option}") if layers else None
