@@ -51,3 +51,13 @@ def lite0():
     from backbones.zoo.models import load_model
 
     return load_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (a torchvision-style mirror and a Hugging Face-style Hub) for this test only."""
+    from tests.loopback import LoopbackServer
+
+    srv = LoopbackServer(stall_s=5.0).start()
+    yield srv
+    srv.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.app.conftest import errors, no_exception, open_page
-from tests.unit.test_weights_on_demand import TIMM_MODEL, TV_MODEL, env, server, timm_bytes, tv_bytes  # noqa: F401
+from tests.unit.test_weights_on_demand import TIMM_MODEL, TV_MODEL, env, timm_bytes, tv_bytes  # noqa: F401
 
 
 def test_a_backbone_without_weights_shows_its_button_then_its_top5(app, env, grace_hopper):  # noqa: F811

@@ -22,7 +22,7 @@ import pytest
 from backbones.errors import BackboneError, CancelledError, DownloadError, WeightsUnavailableError
 from backbones.zoo import downloads
 from backbones.zoo.progress import ProgressBar
-from tests.loopback import LoopbackServer, go_online, refused_url
+from tests.loopback import go_online, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "timm/tiny_test.in1k"
@@ -37,13 +37,6 @@ def _safetensors_bytes() -> bytes:
     from safetensors.torch import save
 
     return save({"fc.weight": torch.arange(40_000, dtype=torch.float32).reshape(200, 200)})
-
-
-@pytest.fixture
-def server():
-    srv = LoopbackServer(stall_s=5.0).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

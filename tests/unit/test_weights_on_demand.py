@@ -21,7 +21,7 @@ import torch
 
 from backbones.cli import main
 from backbones.zoo import downloads
-from tests.loopback import LoopbackServer, go_online, refused_url
+from tests.loopback import go_online, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 TV_MODEL = "squeezenet1_1"
@@ -50,13 +50,6 @@ def timm_bytes() -> bytes:
     torch.manual_seed(0)
     state = timm.create_model("mobilenetv3_small_100", pretrained=False).state_dict()
     return save({k: v.contiguous() for k, v in state.items()})
-
-
-@pytest.fixture
-def server():
-    srv = LoopbackServer(stall_s=5.0).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
