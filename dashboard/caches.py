@@ -384,3 +384,20 @@ def sanity(option: str, key: str, data: bytes, name: str, method: str, layer: st
     loaded = loaded_model(option)
     with guard_memory(device(), f"the sanity check on {display_name(option)}"):
         return run_sanity_check(loaded, image, method=method, layer=layer, target=target)
+
+
+@st.cache_data(show_spinner=False, max_entries=16, hash_funcs={"viz.cam.Explanation": lambda e: (e.model, e.method, e.layer, e.target.index, e.crop_box)})
+def explanation_grid(data: bytes, name: str, explanations: tuple, normalize: str, alpha: float, titles: tuple):
+    """Several maps of one photo side by side (drawn once per set of maps, not on every rerun)."""
+    from viz.overlay import render_grid
+
+    image, _ = decode_image(data, name)
+    return render_grid(image, list(explanations), normalize=normalize, alpha=alpha, titles=list(titles), show_image=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def feature_grid(option: str, key: str, data: bytes, name: str, layer: str, top: int = 16):
+    """The feature-map grid image of :func:`features` (drawn once)."""
+    from viz.features import render_feature_grid
+
+    return render_feature_grid(features(option, key, data, name, layer, top))

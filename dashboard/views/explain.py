@@ -8,7 +8,6 @@ from backbones.errors import BackboneError
 from dashboard import caches, components, state
 from dashboard.i18n import DEFAULT, catalogue, t
 from viz.cam import METHODS
-from viz.features import render_feature_grid
 from viz.overlay import overlay_image, render_grid, to_png_bytes
 
 TARGET_MODES = {"top-1": "explain.target_top1", "one of the top 5": "explain.target_top5", "any class": "explain.target_any"}
@@ -261,7 +260,7 @@ with tab_models:
             except BackboneError as exc:
                 components.show_error(exc, prefix=f"{state.display_name(o)}: ")
         if exps:
-            grid = render_grid(image, exps, normalize="joint" if shared else "each", alpha=GRID_ALPHA, titles=titles, show_image=True)
+            grid = caches.explanation_grid(data, name, tuple(exps), "joint" if shared else "each", GRID_ALPHA, tuple(titles))
             st.image(grid, width="stretch")
             st.download_button(t("explain.download_figure"), lambda grid=grid: to_png_bytes(grid), file_name="backbones-explained.png", mime="image/png", key="explain_grid_png")
 
@@ -275,6 +274,6 @@ with tab_features:
             components.show_error(exc)
         else:
             st.caption(t("explain.features_caption", layer=fl, shape=" × ".join(map(str, fm.output_shape))))
-            st.image(render_feature_grid(fm), width="stretch")
+            st.image(caches.feature_grid(option, key, data, name, fl, 16), width="stretch")
             st.dataframe(pd.DataFrame([c.to_dict() for c in fm.top]).rename(columns=header(CHANNEL_COLUMNS)),
                          hide_index=True, key="explain_feat_table")
