@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, metavar="INDEX|LABEL", help="class index or label (default: each model's top-1)")
     p.add_argument("--faithfulness", action="store_true", help="add deletion / insertion scores (slower)")
     p.add_argument("--steps", type=int, default=32, help="steps for --faithfulness (default 32)")
+    p.add_argument("--device", default="auto", help="auto (default: the GPU when PyTorch sees one), cpu, cuda, cuda:N or mps")
     p.add_argument("--out", required=True, metavar="ZIP")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_pack)
@@ -242,7 +243,7 @@ def cmd_pack(args) -> int:
                 f"{' --target ' + shlex.quote(args.target) if args.target else ''}"
                 f"{f' --faithfulness --steps {args.steps}' if args.faithfulness else ''} --out pack.zip"]
     for name in args.models:
-        loaded = load_model(name, weights=args.weights)
+        loaded = load_model(name, weights=args.weights, device=args.device)
         exps = explain_methods(loaded, image, methods=args.methods, target=args.target)
         scores = score_explanations(loaded, image, exps, steps=args.steps) if args.faithfulness else None
         captions = [f"deletion {s.score.deletion_auc:.2f} (random {s.random.deletion_auc:.2f})\n"
