@@ -147,3 +147,37 @@ def test_measure_is_capped_with_an_estimate_before_it_starts(app, monkeypatch):
     assert app.button(key="cmp_measure").disabled
     said = errors(app) + [shown(c.value) for c in app.caption]
     assert any("limit" in m for m in said), said
+
+
+def test_markdown_and_html_in_names_are_inert():
+    import plotly.graph_objects as go
+
+    from dashboard.components import _escape_values, md, plain_label
+
+    hostile = "![x](http://127.0.0.1:9/b.png) [l](http://x) <img src=x> *bold* `code` $x$ :red[x] | a |"
+    escaped = md(hostile)
+    assert re.search(r"(?<!\\)[\[\]<>*`$|]", escaped) is None and shown(escaped) == hostile
+    assert "<" not in plain_label("<a href='x'>gpu</a>") and "&lt;a href" in plain_label("<a href='x'>gpu</a>")
+    fig = go.Figure(go.Bar(x=["<a href='http://x'>m</a>"], y=[1], name="<b>series</b>"))
+    assert _escape_values(list(fig.data[0].x)) == ["&lt;a href='http://x'&gt;m&lt;/a&gt;"]
+
+
+def test_a_log_file_named_with_markdown_stays_plain_text(app):
+    name = "![beacon](http://127.0.0.1:9/x.png).csv"
+    open_page(app, "training")
+    app.file_uploader(key="train_upload").set_value([(name, b"epoch,loss,test_acc\n1,0.9,0.5\n2,0.7,0.6\n", "text/csv")])
+    app.run()
+    no_exception(app)
+    labels = [w.label for w in app.text_input]
+    assert labels and all(re.search(r"(?<!\\)[\[\]]", label) is None for label in labels), labels
+
+
+def test_csv_errors_never_quote_the_files_contents(tmp_path):
+    from backbones.data.datasets import read_dataset
+    from backbones.errors import DatasetError
+
+    csv = tmp_path / "data.csv"
+    csv.write_text("/etc/shadow-secret-cell,cat\n/nowhere/else.jpg,dog\n")
+    with pytest.raises(DatasetError) as info:
+        read_dataset(csv)
+    assert "secret" not in str(info.value) and "shadow" not in str(info.value)

@@ -389,3 +389,20 @@ def test_a_cut_file_is_refused_unless_every_pixel_survived(fmt, ext):
         else:
             assert np.array_equal(np.asarray(img), full), f"{fmt} cut at {cut} of {len(data)} gave partial pixels"
     assert refused >= 80
+
+
+def test_decoded_image_cache_stays_within_its_byte_bound():
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from backbones.inference.images import PREVIEW_MAX_SIDE, DecodedImageCache
+
+    cache = DecodedImageCache(max_bytes=10 * 1000 * 1000)  # two 2048x683 previews (4.2 MB each)
+    for i in range(6):
+        buf = _io.BytesIO()
+        _Image.new("RGB", (3000, 1000), (i, 0, 0)).save(buf, format="PNG")
+        image, info = cache.get(buf.getvalue(), f"big{i}.png")
+        assert max(image.size) <= PREVIEW_MAX_SIDE and (info.width, info.height) == (3000, 1000)
+        assert cache.nbytes <= cache.max_bytes
+    assert len(cache) == 2  # the oldest were evicted
