@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -118,6 +118,23 @@ def allowed_suffix(original_name: str, allowed: Iterable[str]) -> str:
     return suffix
 
 
+def write_atomically(dest: Path, write: Callable[[str], object]) -> None:
+    """Run ``write(tmp_path)`` on a hidden temporary file beside ``dest``, then rename it to ``dest``.
+
+    A failure (or a crash) never leaves half a file at ``dest``, and the temporary file is removed; the dot
+    prefix keeps it safe from :func:`prune_least_recently_used`. Raises ``OSError``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def store_upload(data: bytes, original_name: str, *, allowed: Iterable[str], folder: str = "uploads") -> Path:
     """Write uploaded bytes to ``cache_dir()/<folder>/<sha256 prefix><suffix>`` and return the path.
 
@@ -128,16 +145,8 @@ def store_upload(data: bytes, original_name: str, *, allowed: Iterable[str], fol
     root = cache_dir() / folder
     path = root / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
-            fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=root)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
     except OSError as exc:
         raise BackboneError(f"cannot store the upload ({exc.strerror or exc})") from exc
     touch(path)

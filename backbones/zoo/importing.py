@@ -8,11 +8,11 @@ atomically to where :mod:`backbones.zoo.weights` looks for it. Nothing is cached
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from backbones.errors import CheckpointError
+from backbones.paths import write_atomically
 from backbones.zoo.architectures import build_architecture, fit_state_dict
 from backbones.zoo.catalog import get_entry
 from backbones.zoo.checkpoints import read_state_dict
@@ -53,16 +53,8 @@ def import_weights(name: str, file: str | os.PathLike, *, weights: str = "defaul
 
 
 def _write_atomically(dest: Path, write: Callable[[str], None]) -> None:
-    """Run ``write(tmp_path)`` beside ``dest``, then rename: a crash never leaves half a file at ``dest``."""
+    """:func:`backbones.paths.write_atomically`, with a failure reported as a one-line CheckpointError."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomically(dest, write)
     except OSError as exc:
         raise CheckpointError(f"cannot write {dest}: {exc.strerror or exc}") from exc
