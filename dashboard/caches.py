@@ -116,9 +116,9 @@ def weights_rows(options: tuple[str, ...]) -> dict[str, dict]:
     return {row.model: row.to_dict() for row in weights_overview(names)}
 
 
-def can_predict(option: str) -> bool:
-    """Trained weights are here (a checkpoint always has them)."""
-    return option.startswith(CUSTOM_PREFIX) or weights_rows((option,))[option]["can_predict"]
+def can_predict(option: str, rows: dict[str, dict]) -> bool:
+    """Trained weights are here (a checkpoint always has them); ``rows`` from :func:`weights_rows`."""
+    return option.startswith(CUSTOM_PREFIX) or rows[option]["can_predict"]
 
 
 def digest(data: bytes) -> str:

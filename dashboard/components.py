@@ -45,7 +45,7 @@ def render_sidebar() -> None:
         for option in selected:
             st.caption(f"**{md(state.display_name(option))}** · {weights_badge(option, rows.get(option))}")
         if caches.offline():
-            here = sum(1 for o in selected if caches.can_predict(o))
+            here = sum(1 for o in selected if caches.can_predict(o, rows))
             st.info(t("sidebar.offline", here=here, total=len(selected)), icon=":material/cloud_off:")
         device_options = [d["name"] for d in caches.devices()]
         labels = {d["name"]: d["label"] for d in caches.devices()}
@@ -248,7 +248,7 @@ def weights_gate(options: list[str], *, key: str) -> list[str]:
     import time
 
     rows = caches.weights_rows(tuple(options))
-    missing = [o for o in options if not caches.can_predict(o)]
+    missing = [o for o in options if not caches.can_predict(o, rows)]
     ready = [o for o in options if o not in missing]
     if not missing:
         return ready
