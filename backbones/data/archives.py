@@ -62,7 +62,7 @@ def _is_junk(part: str) -> bool:
 
 def _refuse(label: str, name: str, why: str) -> DatasetError:
     shown = name.encode("unicode_escape").decode("ascii")[:120]  # no control characters in a message
-    return DatasetError(f"{label}: member {shown!r} {why}; archive refused")
+    return DatasetError(f"{label}: member '{shown}' {why}; archive refused")
 
 
 def member_parts(name: str, *, label: str = "archive", max_depth: int = 32) -> tuple[str, ...]:
