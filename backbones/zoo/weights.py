@@ -17,6 +17,7 @@ Status of one (model, weights) pair:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from backbones.zoo import downloads
 from backbones.zoo.architectures import BUILD_LOCK, build_architecture, fit_state_dict
 from backbones.zoo.bundled import bundled_weights_path, load_bundled_into
 from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
-from backbones.zoo.checkpoints import read_state_dict
+from backbones.zoo.checkpoints import read_state_dict, read_torch_file
 
 #: The file timm asks the Hub for first (``timm.models._hub.HF_SAFE_WEIGHTS_NAME``), then its older pickle.
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -189,6 +190,10 @@ class WeightsSource:
         """The start of the official file's SHA-256, where the source publishes one."""
         return None
 
+    def read_import(self, path: Path, *, label: str | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of a file offered for import, read the way this source's cache is read."""
+        return read_state_dict(path, label=label)
+
     def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
         """Write the checked file ``src`` (whose tensors are ``state``) as the cached copy ``dest``."""
         shutil.copyfile(src, dest)
@@ -201,21 +206,36 @@ class TorchvisionWeights(WeightsSource):
         return hub_checkpoint_dir() / weights.filename
 
     def load(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> nn.Module:
-        # torchvision's own builder applies its per-model fixes (DenseNet keys, Inception's
-        # transform_input); it finds the file in the hub cache and does not download.
+        # torchvision's own builder applies its per-model fixes (DenseNet's old keys, Inception's and
+        # GoogLeNet's transform_input and auxiliary heads, ViT's image size); but it reads the file with
+        # torch.load(weights_only=False). So the file is read here, safely, and handed to the builder.
         import torchvision
         from torchvision.models import get_model_weights
 
         enum = get_model_weights(entry.arch)[weights.name]
         if path.parent != hub_checkpoint_dir() or not path.is_file():
-            raise CheckpointError(f"{path}: not in torch's hub cache")
+            raise CheckpointError(f"{path.name}: not in torch's hub cache")
+        state = read_torch_file(path)
         try:
-            with BUILD_LOCK:
+            with BUILD_LOCK, _state_dict_served(enum, state):
                 model = torchvision.models.get_model(entry.arch, weights=enum)
-        except Exception as exc:  # torch.load's and load_state_dict's errors vary (pickle, zip, shapes)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # load_state_dict's errors vary (missing keys, shapes)
             detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
             raise CheckpointError(f"{path.name} does not load into {entry.arch} ({detail})") from exc
         return model.eval()
+
+    def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
+        # The bytes stay the official file's (its hash keeps matching its name): they were read with
+        # read_torch_file, so a plain torch.load of them (torchvision's) runs nothing but tensor rebuilds.
+        read_torch_file(src)
+        shutil.copyfile(src, dest)
+
+    def read_import(self, path: Path, *, label: str | None = None) -> dict[str, torch.Tensor]:
+        # torchvision (and every script) reads this cache with a plain torch.load: only a torch file
+        # that the safe unpickler accepts may go there, never one that is also something else.
+        return read_torch_file(path, label=label)
 
     def official_digest_prefix(self, weights: WeightsInfo) -> str | None:
         # torch.hub's convention: the file name ends with the first hex digits of its SHA-256.
@@ -234,6 +254,30 @@ class TorchvisionWeights(WeightsSource):
         return downloads.fetch_torchvision(
             weights.url, hub_checkpoint_dir(), model=entry.name, progress=progress, cancel=cancel
         )
+
+
+@contextlib.contextmanager
+def _state_dict_served(enum, state: dict[str, torch.Tensor]):
+    """While the block runs, torchvision's ``enum.get_state_dict()`` returns ``state`` instead of reading a file.
+
+    Any other weights enum asked meanwhile is read as torchvision reads it but with ``weights_only=True``.
+    Callers hold ``BUILD_LOCK``; the original method is back when the block ends, even on error.
+    """
+    from torchvision.models._api import WeightsEnum
+
+    original = WeightsEnum.get_state_dict
+
+    def get_state_dict(self, *args, **kwargs):
+        if self is enum:
+            return dict(state)
+        kwargs["weights_only"] = True
+        return original(self, *args, **kwargs)
+
+    WeightsEnum.get_state_dict = get_state_dict
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = original
 
 
 #: timm weights also published under the bundled models' names.

@@ -179,8 +179,16 @@ def test_without_download_the_message_says_how(env, server):
 
 
 def test_torchvision_file_that_does_not_fit_is_removed(env, server, capsys, monkeypatch, timm_bytes):
-    server.add_file(TV_NAME, timm_bytes)  # another architecture's weights under SqueezeNet's name
-    prefix = hashlib.sha256(timm_bytes).hexdigest()[:8]
+    import io
+
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    other = io.BytesIO()
+    torch.save(load_safetensors(timm_bytes), other)  # another architecture's weights under SqueezeNet's name
+    data = other.getvalue()
+    server.add_file(TV_NAME, data)
+    prefix = hashlib.sha256(data).hexdigest()[:8]
     monkeypatch.setattr(downloads, "hash_prefix_of", lambda name: prefix)
 
     line = _one_error_line(*_cli(capsys, "download", TV_MODEL))
