@@ -35,6 +35,12 @@ def run() -> None:
     st.set_page_config(
         page_title="Backbone Lens", page_icon=":material/biotech:", layout="wide", initial_sidebar_state="expanded"
     )
+    from dashboard.serving import checked_settings
+
+    settings = checked_settings()
+    if settings.refusal:  # listening on every interface by accident: nothing is served
+        st.error(settings.refusal, icon=":material/lock:")
+        st.stop()
     from dashboard.components import render_sidebar
 
     page = st.navigation(pages())

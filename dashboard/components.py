@@ -56,7 +56,9 @@ def render_sidebar() -> None:
             on_change=state.store_device, args=(device_key,), help=t("sidebar.device_help"),
         )
         for message in state.pop_notices():
-            st.warning(md(message))
+            from backbones.redaction import redact_paths
+
+            st.warning(md(redact_paths(message)))
         st.divider()
         st.caption(t("sidebar.footer"))
 
@@ -95,8 +97,11 @@ def plain_label(text) -> str:
 
 def show_error(exc: BaseException, *, prefix: str = "") -> None:
     """A friendly one-line error (never a traceback); file and model names in it are shown literally."""
+    from backbones.redaction import redact_paths
+
     text = str(exc) if isinstance(exc, BackboneError) else f"{type(exc).__name__}: {exc}"
-    st.error(md(f"{prefix}{text}"), icon=":material/error:")
+    # Visitors of a shared server see paths relative to the caches, never the server's folders.
+    st.error(md(redact_paths(f"{prefix}{text}")), icon=":material/error:")
 
 
 def image_inputs(key: str, *, multiple: bool = True) -> list[tuple[str, bytes]]:

@@ -170,6 +170,9 @@ STRINGS = {
     "models.import": "Import",
     "models.importing": "Checking and importing…",
     "models.imported": "Imported into {dest}",
+    "models.import_off": "Importing weights files is off on this shared server: a file placed in torch's hub cache is "
+    "read by every program on it. The administrator turns it on with BACKBONES_ALLOW_WEIGHTS_IMPORT=1 "
+    "(README: Serving to a group).",
     # Evaluate
     "evaluate.title": "Evaluate on your images",
     "evaluate.caption": "A folder with one sub-folder per class, uploaded as a .zip{server}. ImageNet models match "

@@ -167,6 +167,8 @@ STRINGS = {
     "models.import": "导入",
     "models.importing": "正在校验并导入…",
     "models.imported": "已导入到 {dest}",
+    "models.import_off": "此共享服务器已关闭权重文件导入：放入 torch hub 缓存的文件会被服务器上的所有程序读取。"
+    "管理员可设置 BACKBONES_ALLOW_WEIGHTS_IMPORT=1 开启（README：Serving to a group）。",
     # 评估
     "evaluate.title": "在你的图片上评估",
     "evaluate.caption": "每个类别一个子文件夹，打包成 .zip 上传{server}。ImageNet 模型会把文件夹名称匹配到 ImageNet "

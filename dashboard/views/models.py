@@ -8,9 +8,11 @@ import streamlit as st
 
 from backbones.errors import BackboneError
 from backbones.paths import allowed_suffix
+from backbones.redaction import display_path
 from backbones.zoo.catalog import list_models
 from dashboard import actions, caches, components, state
 from dashboard.i18n import t
+from dashboard.serving import weights_import_allowed
 
 st.title(t("models.title"))
 st.caption(t("models.caption"))
@@ -105,8 +107,11 @@ with tab_checkpoint:
                 state.remove_custom(custom.label)
                 st.rerun()
 
-with tab_import:
+def import_weights_tab() -> None:
     st.markdown(t("models.import_intro"))
+    if not weights_import_allowed():
+        st.info(t("models.import_off"), icon=":material/lock:")
+        return
     importable = [e.name for e in list_models() if e.source != "bundled"]
     c1, c2 = st.columns(2)
     target = c1.selectbox(t("models.model"), importable, key="import_model", format_func=state.display_name)
@@ -115,7 +120,7 @@ with tab_import:
     statuses = weights_status(target)
     which = c2.selectbox(t("models.weights"), [s.name for s in statuses], key="import_weights_name")
     chosen = next(s for s in statuses if s.name == which)
-    st.markdown(t("models.weights_status", status=chosen.status, path=chosen.path, url=chosen.url))
+    st.markdown(t("models.weights_status", status=chosen.status, path=display_path(chosen.path), url=chosen.url))
     weights_file = st.file_uploader(t("models.weights_file"), type=["pth", "pt", "bin", "safetensors"], key="import_file")
     if st.button(t("models.import"), key="import_go", disabled=weights_file is None):
         from backbones.zoo.importing import import_weights
@@ -132,4 +137,8 @@ with tab_import:
             components.show_error(exc)
         else:
             caches.catalog_rows.clear()
-            st.success(components.md(t("models.imported", dest=dest)))
+            st.success(components.md(t("models.imported", dest=display_path(dest))))
+
+
+with tab_import:
+    import_weights_tab()

@@ -181,3 +181,12 @@ def test_csv_errors_never_quote_the_files_contents(tmp_path):
     with pytest.raises(DatasetError) as info:
         read_dataset(csv)
     assert "secret" not in str(info.value) and "shadow" not in str(info.value)
+
+
+def test_weights_import_is_off_when_the_administrator_says_so(app, monkeypatch):
+    """On a shared server a visitor cannot place files in torch's hub cache unless the administrator allows it."""
+    monkeypatch.setenv("BACKBONES_ALLOW_WEIGHTS_IMPORT", "0")
+    open_page(app, "models")
+    no_exception(app)
+    assert not [w for w in app.get("file_uploader") if getattr(w, "key", None) == "import_file"]
+    assert any("BACKBONES_ALLOW_WEIGHTS_IMPORT=1" in i.value for i in app.info)
