@@ -206,3 +206,64 @@ def download_weights(names: list[str], *, progress) -> list:
     weights_rows.clear()
     catalog_rows.clear()
     return results
+
+
+def run_transfer(dataset, options: list[str], *, probes, batch_size: int = 32, progress=None):
+    """Rank ``options`` on ``dataset`` (features cached on disk), store the trained rows, and stop when the tab closes."""
+    from backbones.transfer.ranking import rank_backbones
+
+    models = [loaded_model(o) for o in options]
+    with guard_memory(device(), "ranking backbones"):
+        # workers=0: decoding in the server's own thread; worker processes per visitor would multiply memory.
+        report = rank_backbones(dataset, models, probes=probes, device=device(), batch_size=batch_size, workers=0,
+                                store=results_store(), progress=progress, should_stop=session_gone())
+    comparison.clear()
+    return report
+
+
+def run_finetune(dataset, option: str, *, stage: str, epochs: int, lr: float, progress=None):
+    """Fine-tune ``option`` on ``dataset`` with the notes' recipe; the checkpoint lands among the saved ones."""
+    from backbones.transfer.finetune import finetune
+
+    loaded = loaded_model(option)
+    with guard_memory(device(), f"fine-tuning {loaded.name}"):
+        result = finetune(dataset, loaded, stage=stage, epochs=epochs, lr=lr, device=device(), workers=0,
+                          progress=progress, should_stop=session_gone())
+    _saved_checkpoints_changed()
+    return result
+
+
+def save_probe_checkpoint(row, dataset_name: str) -> str:
+    """Save ``row``'s linear probe as a checkpoint (listed with the saved ones on every page); returns its label."""
+    from backbones.paths import runs_dir
+    from backbones.transfer.ranking import save_probe
+
+    folder = runs_dir() / f"probe-{digest_of(f'{row.features_key}:{dataset_name}'.encode())[:12]}"
+    path = save_probe(row, folder, dataset=dataset_name)
+    _saved_checkpoints_changed()
+    return Path(path).parent.name
+
+
+def _saved_checkpoints_changed() -> None:
+    from dashboard import caches
+
+    for name in ("custom_models", "saved_checkpoints"):
+        cached = getattr(caches, name, None)
+        if hasattr(cached, "clear"):
+            cached.clear()
+
+
+def transfer_pack(report) -> bytes:
+    """The Transfer page's slide pack: its charts, the table, the settings and the command that reproduces it."""
+    from backbones.transfer.charts import draw_transfer_scatter
+    from viz.pack import build_pack, transfer_commands
+
+    x_axes = [("latency_ms", "latency here (ms)"), ("macs", "MACs per image")]
+    drawn = {f"{report.dataset}-vs-{x}": draw_transfer_scatter(report, x, "linear", label) for x, label in x_axes}
+    return build_pack(
+        drawn,
+        {"transfer": [r.to_dict() for r in report.rows]},
+        {"dataset": report.dataset, "models": [r.model for r in report.rows], "probes": list(report.probes),
+         "splits": report.splits},
+        transfer_commands(report.dataset, [r.model for r in report.rows], probes=report.probes),
+    )

@@ -26,6 +26,7 @@ def pages() -> list:
         st.Page(VIEWS / "predict.py", title=t("page.predict"), icon=":material/label:", url_path="predict"),
         st.Page(VIEWS / "explain.py", title=t("page.explain"), icon=":material/local_fire_department:", url_path="explain"),
         st.Page(VIEWS / "evaluate.py", title=t("page.evaluate"), icon=":material/target:", url_path="evaluate"),
+        st.Page(VIEWS / "transfer.py", title=t("page.transfer"), icon=":material/swap_horiz:", url_path="transfer"),
         st.Page(VIEWS / "training.py", title=t("page.training"), icon=":material/show_chart:", url_path="training"),
         st.Page(VIEWS / "models.py", title=t("page.models"), icon=":material/inventory_2:", url_path="models"),
     ]

@@ -401,3 +401,22 @@ def feature_grid(option: str, key: str, data: bytes, name: str, layer: str, top:
     from viz.features import render_feature_grid
 
     return render_feature_grid(features(option, key, data, name, layer, top))
+
+
+@st.cache_data(show_spinner="Preparing the built-in transfer sample…")
+def transfer_sample():
+    """The built-in labelled sample for Transfer: real photos from installed packages, classes that are not ImageNet's."""
+    from backbones.data.datasets import read_dataset
+    from backbones.data.sample import transfer_sample_dataset
+
+    return read_dataset(transfer_sample_dataset(), name="built-in transfer sample")
+
+
+@st.cache_data(show_spinner="Ranking the backbones on the built-in sample…", max_entries=16)
+def sample_transfer(options: tuple[str, ...], keys: tuple[str, ...]):
+    """``options`` ranked on the built-in transfer sample (not stored: a demonstration, not a benchmark)."""
+    from backbones.transfer.ranking import rank_backbones
+
+    models = [loaded_model(o) for o in options]
+    with guard_memory(device(), "ranking on the built-in sample"):
+        return rank_backbones(transfer_sample(), models, device=device(), workers=0, save=False)

@@ -232,3 +232,23 @@ def sync_device_picker(key: str, options: list[str]) -> None:
     if st.session_state.get(key) not in options:
         st.session_state[key] = device() if device() in options else options[0]
         st.session_state[DEVICE] = st.session_state[key]
+
+
+TRANSFER_REPORT = "transfer_report"  # TransferReport: the last ranking of this session, kept across reruns
+FINETUNE_RESULT = "finetune_result"  # FinetuneResult: the last fine-tune of this session
+
+
+def transfer_report():
+    return st.session_state.get(TRANSFER_REPORT)
+
+
+def set_transfer_report(report) -> None:
+    st.session_state[TRANSFER_REPORT] = report
+
+
+def finetune_result():
+    return st.session_state.get(FINETUNE_RESULT)
+
+
+def set_finetune_result(result) -> None:
+    st.session_state[FINETUNE_RESULT] = result
