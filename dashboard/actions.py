@@ -196,7 +196,9 @@ def download_weights(names: list[str], *, progress) -> list:
     """Download the default trained weights of ``names``, one after another (progress: done, total, name).
 
     A click elsewhere (the Cancel button) reruns the page, which interrupts the transfer at its next progress
-    update; the download code then removes its partial file, so nothing half-written stays in any cache.
+    update; the download code then removes its partial file, so nothing half-written stays in any cache. Progress
+    is also redrawn about four times a second while the server sends nothing or another visitor's download holds
+    the lock, so Cancel (or a closed tab) stops a stalled transfer too and its server thread ends.
     """
     from backbones.zoo.fetching import download_weights as fetch
 
