@@ -414,9 +414,9 @@ def _place_hub_file(
     if not blob.exists():
         os.replace(tmp, blob)
         placed.files.append(blob)
-    snapshot = repo_dir / "snapshots" / hub.commit / filename
+    snapshot = repo_dir / "snapshots" / hub.commit / filename  # returned as the cache names it (timm's path)
     placed.folder(snapshot.parent)
-    snapshot = inside(placed.cache, snapshot.parent) / snapshot.name
+    inside(placed.cache, snapshot.parent)
     if snapshot.is_symlink() or snapshot.exists():
         snapshot.unlink()
     try:
@@ -427,7 +427,7 @@ def _place_hub_file(
     if revision != hub.commit:
         ref = repo_dir / "refs" / revision
         placed.folder(ref.parent)
-        ref = inside(placed.cache, ref.parent) / ref.name
+        inside(placed.cache, ref.parent)
         fd, tmp_ref = tempfile.mkstemp(dir=ref.parent, prefix=f".{ref.name}.", suffix=".partial")
         try:
             with os.fdopen(fd, "w") as f:
