@@ -508,8 +508,10 @@ def fetch_hf(
     folder = file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
     message = functools.partial(failure_message, model, tried=url, file_name=filename, dest=manual_dest, official=url)
     placed = _Placed(cache_dir)
+    locks = cache_dir / ".locks"
+    outside_lock = missing_dirs(locks)  # what a failure outside the lock (Cancel while waiting) may remove
     try:
-        locks = placed.folder(cache_dir / ".locks")
+        placed.folder(locks)
         guard = _guard(url, timeout, cancel, progress, None)
         with file_lock(locks / f"{folder}.backbones.lock", cancel=cancel, on_wait=guard.waiting):
             cached = cached_hf(repo_id, filename, revision=revision)
@@ -525,13 +527,13 @@ def fetch_hf(
                 finally:
                     tmp.unlink(missing_ok=True)
             except BaseException:
-                placed.undo()
+                placed.undo()  # inside the lock: no other download of this repo is writing meanwhile
                 raise
     except Exception as exc:
-        placed.undo()
+        remove_empty(outside_lock)
         raise _translate(exc, timeout, message) from exc
     except BaseException:
-        placed.undo()
+        remove_empty(outside_lock)
         raise
     return path
 
