@@ -1,7 +1,9 @@
 """Where Backbone Lens keeps its own files (results database, uploads, unpacked datasets), and how they are bounded.
 
 Uploads are written under names the server makes (a content digest and an allowed suffix), never under a
-name a client sent; ``uploads/`` and ``datasets/`` are pruned least-recently-used beyond a quota.
+name a client sent; ``uploads/`` and ``datasets/`` are pruned least-recently-used beyond a quota. The quota counts
+what the disk really gives up: allocated blocks plus an inode per file and folder (a zip of 50,000 tiny PNGs costs
+its ~200 MB of blocks, not its 4 MB of bytes), and the number of files and folders.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from backbones.errors import BackboneError
@@ -19,6 +23,11 @@ from backbones.settings import env_number
 
 #: Default quota of each of ``uploads/`` and ``datasets/`` (``$BACKBONES_UPLOAD_QUOTA_MB``).
 DEFAULT_QUOTA_MB = 8192
+#: Default number of files and folders each of them may hold (``$BACKBONES_UPLOAD_MAX_FILES``).
+DEFAULT_MAX_FILES = 200_000
+#: What a file or folder costs beyond its data blocks: its inode (ext4's default inode size).
+INODE_BYTES = 256
+_DEFAULT_BLOCK = 4096
 
 
 def cache_dir() -> Path:
@@ -43,21 +52,90 @@ def touch(path: Path) -> None:
         pass
 
 
-def _size(path: Path) -> int:
-    if path.is_file() or path.is_symlink():
-        return path.lstat().st_size
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
+def folder_max_files() -> int:
+    """``$BACKBONES_UPLOAD_MAX_FILES`` (default 200,000): files and folders each of uploads/ and datasets/ may hold."""
+    return env_number("BACKBONES_UPLOAD_MAX_FILES", DEFAULT_MAX_FILES, integer=True)
+
+
+@dataclass(frozen=True)
+class DiskCost:
+    """What entries cost the file system: allocated bytes (blocks plus an inode each) and files (inodes)."""
+
+    bytes: int
+    files: int
+
+    def __add__(self, other: DiskCost) -> DiskCost:
+        return DiskCost(self.bytes + other.bytes, self.files + other.files)
+
+    def fits(self, quota: DiskCost) -> bool:
+        return self.bytes <= quota.bytes and self.files <= quota.files
+
+    def describe(self) -> str:
+        return f"{self.files:,} files and folders, {self.bytes / 2**20:.1f} MiB on disk"
+
+    def to_dict(self) -> dict:
+        return {"bytes": self.bytes, "files": self.files}
+
+
+def upload_quota() -> DiskCost:
+    """The bound of each of uploads/ and datasets/: ``BACKBONES_UPLOAD_QUOTA_MB`` and ``BACKBONES_UPLOAD_MAX_FILES``."""
+    return DiskCost(folder_quota_bytes(), folder_max_files())
+
+
+def block_size(folder: Path) -> int:
+    """The allocation unit of the file system holding ``folder`` (or its nearest existing parent)."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return os.statvfs(probe).f_frsize or _DEFAULT_BLOCK
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return _DEFAULT_BLOCK
+
+
+def _allocated(st: os.stat_result) -> int:
+    blocks = getattr(st, "st_blocks", None)
+    if blocks is not None:
+        return blocks * 512  # POSIX: st_blocks counts 512-byte units whatever the block size
+    unit = getattr(st, "st_blksize", 0) or _DEFAULT_BLOCK
+    return -(-st.st_size // unit) * unit
+
+
+def disk_cost(path: Path) -> DiskCost:
+    """What ``path`` (a file, link or folder tree) costs the disk: allocated blocks + an inode each, and a count."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return DiskCost(0, 0)
+    total = DiskCost(_allocated(st) + INODE_BYTES, 1)
+    if not stat.S_ISDIR(st.st_mode):
+        return total
+    nbytes, files = total.bytes, total.files
+    for dirpath, dirs, names in os.walk(path):
+        for name in (*dirs, *names):
             try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
+                entry = os.lstat(os.path.join(dirpath, name))
             except OSError:
-                pass
-    return total
+                continue
+            nbytes += _allocated(entry) + INODE_BYTES
+            files += 1
+    return DiskCost(nbytes, files)
 
 
-def prune_least_recently_used(folder: Path, max_bytes: int, *, keep: Iterable[Path] = ()) -> list[Path]:
-    """Delete the least recently used entries of ``folder`` until it holds at most ``max_bytes``.
+def estimate_cost(file_sizes: Iterable[int], folders: int, *, block: int = _DEFAULT_BLOCK) -> DiskCost:
+    """What files of these sizes (and ``folders`` folders) will cost once written: sizes rounded up to ``block``."""
+    nbytes = files = 0
+    for size in file_sizes:
+        nbytes += -(-size // block) * block + INODE_BYTES
+        files += 1
+    return DiskCost(nbytes + folders * (block + INODE_BYTES), files + folders)
+
+
+def prune_least_recently_used(
+    folder: Path, max_bytes: int, *, max_files: int | None = None, keep: Iterable[Path] = ()
+) -> list[Path]:
+    """Delete the least recently used entries of ``folder`` until they cost at most ``max_bytes`` on disk (blocks
+    and inodes, :func:`disk_cost`) and hold at most ``max_files`` files and folders.
 
     Entries in ``keep`` (the one just added) and unfinished temporary entries (names starting with a dot)
     are never deleted. Returns what was deleted.
@@ -67,16 +145,17 @@ def prune_least_recently_used(folder: Path, max_bytes: int, *, keep: Iterable[Pa
         entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     except OSError:
         return []
-    sized = []
+    costed = []
     for p in entries:
         try:
-            sized.append((p.lstat().st_mtime, _size(p), p))
+            costed.append((p.lstat().st_mtime, disk_cost(p), p))
         except OSError:
             continue
-    total = sum(s for _, s, _ in sized)
+    total = sum((c for _, c, _ in costed), DiskCost(0, 0))
+    quota = DiskCost(max_bytes, max_files if max_files is not None else total.files)
     removed = []
-    for _, size, p in sorted(sized, key=lambda t: t[0]):
-        if total <= max_bytes:
+    for _, cost, p in sorted(costed, key=lambda t: t[0]):
+        if total.fits(quota):
             break
         if p.resolve() in keep:
             continue
@@ -84,7 +163,7 @@ def prune_least_recently_used(folder: Path, max_bytes: int, *, keep: Iterable[Pa
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        total -= size
+        total = DiskCost(total.bytes - cost.bytes, total.files - cost.files)
         removed.append(p)
     return removed
 
@@ -150,7 +229,7 @@ def store_upload(data: bytes, original_name: str, *, allowed: Iterable[str], fol
     except OSError as exc:
         raise BackboneError(f"cannot store the upload ({exc.strerror or exc})") from exc
     touch(path)
-    prune_least_recently_used(root, folder_quota_bytes(), keep={path})
+    prune_least_recently_used(root, folder_quota_bytes(), max_files=folder_max_files(), keep={path})
     return path
 
 

@@ -192,17 +192,34 @@ def load_checkpoint_upload(data: bytes, file_name: str, *, arch: str, label: str
     return loaded
 
 
+class SessionCancel:
+    """A download's Cancel (``is_set()`` like a ``threading.Event``) that is set once this browser session has
+    disconnected: Streamlit keeps running a closed tab's script, so its redraws alone would not stop it."""
+
+    def __init__(self) -> None:
+        self._gone = session_gone()
+
+    def is_set(self) -> bool:
+        return self._gone()
+
+
 def download_weights(names: list[str], *, progress) -> list:
     """Download the default trained weights of ``names``, one after another (progress: done, total, name).
 
     A click elsewhere (the Cancel button) reruns the page, which interrupts the transfer at its next progress
-    update; the download code then removes its partial file, so nothing half-written stays in any cache.
+    update; the download code then removes its partial file, so nothing half-written stays in any cache. Progress
+    is also redrawn about four times a second while the server sends nothing or another visitor's download holds
+    the lock, so Cancel stops a stalled transfer too and its server thread ends; a closed tab stops it through
+    :class:`SessionCancel`.
     """
     from backbones.zoo.fetching import download_weights as fetch
 
+    cancel = SessionCancel()
     results = []
     for name in names:
-        results.append(fetch(name, progress=lambda done, total, name=name: progress(done, total, name)))
+        results.append(
+            fetch(name, progress=lambda done, total, name=name: progress(done, total, name), cancel=cancel)
+        )
     weights_rows.clear()
     catalog_rows.clear()
     return results

@@ -357,15 +357,19 @@ def faithfulness(option: str, key: str, data: bytes, name: str, method: str, lay
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: bytes, name: str) -> list[dict]:
-    """Every method on every backbone for this image (top-1 class), ranked by insertion minus deletion AUC."""
-    from viz.quality import score_methods
+    """Every method on every backbone for this image (top-1 class), ranked by insertion minus deletion AUC.
+
+    Through the server's fair work queue, one (backbone, method) at a time; stops when the visitor leaves.
+    """
+    from dashboard.actions import session_gone
+    from viz.quality import rank_methods
 
     image, _ = decode_image(data, name)
     rows = []
     for option in options:
         loaded = loaded_model(option)
         with guard_memory(device(), f"ranking methods on {display_name(option)}"):
-            for f in score_methods(loaded, image, batch_size=8):
+            for f in rank_methods([loaded], image, batch_size=8, should_stop=session_gone()):
                 rows.append({
                     "backbone": display_name(option), "method": f.method, "layer": f.layer or "—",
                     "deletion AUC ↓": f.score.deletion_auc, "insertion AUC ↑": f.score.insertion_auc,
@@ -377,13 +381,15 @@ def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def sanity(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
-    """The cascading-randomisation check of the page's map, on a private copy of the model."""
+    """The cascading-randomisation check of the page's map, on a private copy of the model (through the fair work
+    queue, step by step; stops when the visitor leaves)."""
+    from dashboard.actions import session_gone
     from viz.quality import run_sanity_check
 
     image, _ = decode_image(data, name)
     loaded = loaded_model(option)
     with guard_memory(device(), f"the sanity check on {display_name(option)}"):
-        return run_sanity_check(loaded, image, method=method, layer=layer, target=target)
+        return run_sanity_check(loaded, image, method=method, layer=layer, target=target, should_stop=session_gone())
 
 
 @st.cache_data(show_spinner=False, max_entries=16, hash_funcs={"viz.cam.Explanation": lambda e: (e.model, e.method, e.layer, e.target.index, e.crop_box)})

@@ -523,3 +523,42 @@ def build_corpus(
         for item in built:
             items[item.name] = item
     return items
+
+
+# ---------------------------------------------------------------- issue 21: hostile servers and cheap-looking uploads
+# Not files of the corpus above but the same idea: what a hostile Hub, mirror or visitor sends, and a word of the
+# one-line refusal. tests/unit/test_downloads.py and tests/unit/test_archives.py run them.
+
+#: Hub answers (``tests.loopback.LoopbackServer.hf_etag`` / ``hf_commit``); ``{victim}`` is a file outside the cache.
+HOSTILE_HUB_HEADERS = {
+    "etag-path": ("etag", "../../../../../../{victim}", "etag"),
+    "etag-quoted-path": ("etag", '"../../../../../../{victim}"', "etag"),
+    "etag-short": ("etag", 'W/"0123"', "etag"),
+    "etag-not-hex": ("etag", "g" * 64, "etag"),
+    "commit-path": ("commit", "../../../../../../{victim}", "commit"),
+    "commit-name": ("commit", "main", "commit"),
+}
+
+#: Mirror redirects (``fail("redirect", location=...)``): ``{name}`` the file, ``{other}`` another loopback port.
+HOSTILE_REDIRECTS = {
+    "ftp": ("ftp://127.0.0.1/{name}", r"redirected to a ftp: URL; only http and https are followed"),
+    "file": ("file:///etc/passwd", r"redirected to a file: URL"),
+    "other-loopback-port": ("http://127.0.0.1:{other}/{name}", r"redirected to an internal address \(127\.0\.0\.1:\d+\)"),
+    "ipv6-loopback": ("http://[::1]:{other}/{name}", r"redirected to an internal address \(::1:\d+\)"),
+    "loop": ("/{name}", r"HTTP 302"),  # to itself, again and again: urllib's loop limit
+}
+
+
+def tiny_files_zip(n: int, *, classes: int = 2) -> bytes:
+    """A zip of ``n`` tiny (1x1) PNGs in ``classes`` class folders: a few kB per thousand files compressed, but one
+    inode and a file-system block each once unpacked (finding 9 used 50,000)."""
+    import zipfile
+
+    from PIL import Image
+
+    png = encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(n):
+            archive.writestr(f"class_{i % classes}/{i:06d}.png", png)
+    return buffer.getvalue()

@@ -12,7 +12,11 @@ request. It serves
 
 ``fail(mode, path=..., methods=...)`` switches a failure on: ``404``, ``403``, ``500``, ``truncate`` (announces the
 full length, sends half and closes), ``wrong-bytes`` (same length, other bytes), ``stall`` (answers nothing for
-``stall_s`` seconds, bounded so a test never hangs) and ``stall-body`` (headers and half the body, then silence).
+``stall_s`` seconds, bounded so a test never hangs), ``stall-body`` (headers and half the body, then silence), and the
+hostile mirror's: ``huge-length`` (announces 10**12 bytes, then sends the file and closes), ``no-length`` (no
+Content-Length: the body ends when the connection closes), ``trickle`` (one byte every ``trickle_s`` seconds) and
+``redirect`` (``302`` to ``fail(..., location=...)``: ``ftp://``, another loopback port). ``hf_etag`` and
+``hf_commit`` replace the Hub's ``ETag`` / ``X-Linked-Etag`` and ``X-Repo-Commit`` with what a hostile endpoint sends.
 :func:`refused_url` gives a URL on a port where nothing listens; :func:`go_online` points a test's caches and
 endpoints at temporary folders and the server.
 """
@@ -27,7 +31,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-MODES = ("404", "403", "500", "truncate", "wrong-bytes", "stall", "stall-body")
+MODES = (
+    "404", "403", "500", "truncate", "wrong-bytes", "stall", "stall-body", "huge-length", "no-length", "trickle",
+    "redirect",
+)
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)$")
 _CDN = re.compile(r"^/cdn/(?P<sha>[0-9a-f]{64})$")
 
@@ -44,6 +51,17 @@ class _Failure:
     mode: str
     path: str | None
     methods: tuple[str, ...]
+    location: str | None = None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # noqa: D102 - a client that hung up is what tests do
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -51,6 +69,9 @@ class LoopbackServer:
     stall_s: float = 5.0
     delay_s: float = 0.0  # before each GET answer: lets concurrent clients overlap
     hf_redirect: bool = False
+    trickle_s: float = 0.2
+    hf_etag: str | None = None  # sent instead of the real ETag (a hostile Hub)
+    hf_commit: str | None = None  # sent instead of the real X-Repo-Commit
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     failures: list[_Failure] = field(default_factory=list)
@@ -58,8 +79,7 @@ class LoopbackServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # ---- lifecycle
@@ -93,11 +113,19 @@ class LoopbackServer:
         self.files[f"/cdn/{hashlib.sha256(data).hexdigest()}"] = data
         return f"{self.base_url}/{repo}/resolve/{revision}/{filename}"
 
-    def fail(self, mode: str, *, path: str | None = None, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
-        """Make requests (to ``path``, or to any path) with these methods fail in ``mode``."""
+    def fail(
+        self,
+        mode: str,
+        *,
+        path: str | None = None,
+        methods: tuple[str, ...] = ("GET", "HEAD"),
+        location: str | None = None,
+    ) -> None:
+        """Make requests (to ``path``, or to any path) with these methods fail in ``mode`` (``redirect``: to
+        ``location``)."""
         if mode not in MODES:
             raise ValueError(f"unknown failure mode {mode!r}; one of {MODES}")
-        self.failures.append(_Failure(mode, path, tuple(methods)))
+        self.failures.append(_Failure(mode, path, tuple(methods), location))
 
     # ---- inspection
     def record(self, request: Request) -> None:
@@ -108,10 +136,10 @@ class LoopbackServer:
         with self._lock:
             return sum(1 for r in self.requests if (method in (None, r.method)) and contains in r.path)
 
-    def failure_for(self, method: str, path: str) -> str | None:
+    def failure_for(self, method: str, path: str) -> _Failure | None:
         for failure in self.failures:
             if method in failure.methods and failure.path in (None, path):
-                return failure.mode
+                return failure
         return None
 
 
@@ -158,7 +186,8 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, *, body: bool) -> None:
             path = self.path.split("?", 1)[0]
             server.record(Request(self.command, path, dict(self.headers)))
-            mode = server.failure_for(self.command, path)
+            failure = server.failure_for(self.command, path)
+            mode = failure.mode if failure else None
             if self.command == "GET" and server.delay_s:
                 server._stop.wait(server.delay_s)
             if mode == "stall":
@@ -166,6 +195,12 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 return
             if mode in ("404", "403", "500"):
                 self._status_only(int(mode))
+                return
+            if mode == "redirect":
+                self.send_response(302)
+                self.send_header("Location", failure.location or "/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             data = server.files.get(path)
             if data is None:
@@ -187,9 +222,10 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
 
         def _hub_headers(self, data: bytes) -> None:
             sha = hashlib.sha256(data).hexdigest()
-            self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{sha}"')
-            self.send_header("X-Linked-Etag", f'"{sha}"')
+            etag = server.hf_etag if server.hf_etag is not None else f'"{sha}"'
+            self.send_header("X-Repo-Commit", server.hf_commit if server.hf_commit is not None else COMMIT)
+            self.send_header("ETag", etag)
+            self.send_header("X-Linked-Etag", etag)
             self.send_header("X-Linked-Size", str(len(data)))
 
         def _redirect(self, data: bytes) -> None:
@@ -204,9 +240,22 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             if hub:
                 self._hub_headers(data)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
+            if mode != "no-length":
+                self.send_header("Content-Length", str(10**12 if mode == "huge-length" else len(data)))
             self.end_headers()
             if not body:
+                return
+            if mode in ("huge-length", "no-length"):
+                self.wfile.write(data)
+                self.close_connection = True
+                return
+            if mode == "trickle":
+                for i in range(len(data)):  # until the client hangs up (the write fails) or the server stops
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    if server._stop.wait(server.trickle_s):
+                        break
+                self.close_connection = True
                 return
             if mode == "wrong-bytes":
                 data = bytes(b ^ 0xFF for b in data)

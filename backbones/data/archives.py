@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backbones.errors import DatasetError
-from backbones.paths import building_folder, cache_dir, folder_quota_bytes, prune_least_recently_used, touch
+from backbones.paths import (
+    DiskCost,
+    block_size,
+    building_folder,
+    cache_dir,
+    estimate_cost,
+    prune_least_recently_used,
+    touch,
+    upload_quota,
+)
 from backbones.settings import env_number
 
 #: Archives whose members compress better than this are refused (zip bombs compress ~1000:1).
@@ -145,6 +154,17 @@ def _extract(archive: zipfile.ZipFile, plan, into: Path, label: str, limits: Arc
             raise DatasetError(f"{label}: cannot write the unpacked files ({exc.strerror or exc})") from exc
 
 
+def _check_budget(plan, dest: Path, label: str, budget: DiskCost) -> None:
+    """Refuse an archive whose files would cost more blocks or inodes than ``budget``, before writing any."""
+    folders = {parts[:i] for _, parts in plan for i in range(1, len(parts))}
+    cost = estimate_cost((m.file_size for m, _ in plan), len(folders) + 1, block=block_size(dest.parent))
+    if not cost.fits(budget):
+        raise DatasetError(
+            f"{label}: unpacks to {cost.describe()}, more than the upload quota of {budget.describe()} "
+            "(BACKBONES_UPLOAD_QUOTA_MB, BACKBONES_UPLOAD_MAX_FILES)"
+        )
+
+
 def _dataset_folder(dest: Path) -> Path:
     entries = [p for p in dest.iterdir() if not _is_junk(p.name)]
     if len(entries) == 1 and entries[0].is_dir():
@@ -161,8 +181,13 @@ def unpack_archive(
     *,
     label: str | None = None,
     limits: ArchiveLimits | None = None,
+    budget: DiskCost | None = None,
 ) -> Path:
-    """Unpack a zip archive into ``dest`` (which must not exist yet), all or nothing; returns ``dest``."""
+    """Unpack a zip archive into ``dest`` (which must not exist yet), all or nothing; returns ``dest``.
+
+    ``budget``: what the unpacked files may cost the disk (blocks and inodes, :class:`~backbones.paths.DiskCost`),
+    checked from the archive's directory before anything is written.
+    """
     limits = limits or ArchiveLimits.from_env()
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else None
     label = label or ("upload.zip" if data is not None else Path(source).name)
@@ -173,6 +198,8 @@ def unpack_archive(
         raise DatasetError(f"{label}: not a zip archive ({type(exc).__name__})") from exc
     with archive:
         plan = _plan(archive, label, limits)
+        if budget is not None:
+            _check_budget(plan, dest, label, budget)
         with building_folder(dest, prefix=".unpacking-") as tmp:
             _extract(archive, plan, tmp, label, limits)
     return dest
@@ -189,7 +216,8 @@ def unpack_dataset(
 
     Without ``dest`` the archive goes to ``cache_dir()/datasets/<sha256 prefix>``, so the
     same upload is unpacked once and shared; that folder is pruned least-recently-used
-    beyond ``$BACKBONES_UPLOAD_QUOTA_MB``. When everything sits in one top-level folder
+    beyond ``$BACKBONES_UPLOAD_QUOTA_MB`` (blocks and inodes) and ``$BACKBONES_UPLOAD_MAX_FILES``, and an archive
+    that alone would cost more is refused before it is unpacked. When everything sits in one top-level folder
     that holds the class folders, that folder is returned.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else None
@@ -202,16 +230,17 @@ def unpack_dataset(
             label = label or Path(source).name
         folder = cache_dir() / "datasets"
         target = folder / hashlib.sha256(data).hexdigest()[:16]
+        quota = upload_quota()
         if not target.is_dir():
             try:
-                unpack_archive(data, target, label=label, limits=limits)
+                unpack_archive(data, target, label=label, limits=limits, budget=quota)
             except FileExistsError:  # another session unpacked the same upload first
                 pass
             except OSError as exc:
                 if not target.is_dir():
                     raise DatasetError(f"{label or 'upload.zip'}: cannot unpack ({exc.strerror or exc})") from exc
         touch(target)
-        prune_least_recently_used(folder, folder_quota_bytes(), keep={target})
+        prune_least_recently_used(folder, quota.bytes, max_files=quota.files, keep={target})
         return _dataset_folder(target)
     target = Path(dest)
     if not (target.is_dir() and any(target.iterdir())):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from backbones.callbacks import ProgressFn, StopFn  # noqa: F401  (re-exported by backbones.measure)
-from backbones.errors import BackboneError
+from backbones.errors import BackboneError, CancelledError
 
 # resolve_device is re-exported: measurements and benchmarks import it from here.
 from backbones.inference.device import model_device, resolve_device  # noqa: F401
@@ -33,6 +33,7 @@ class FairLock:
     Several dashboard sessions measure on one machine; with a plain lock whichever thread the OS wakes
     first wins, so one session's sweep of many models can starve everyone else. Sweeps take this lock per
     model, and waiting threads get it first come, first served, so sessions take turns model by model.
+    :meth:`turn` waits the same way but gives its place up when the visitor has gone.
     """
 
     def __init__(self) -> None:
@@ -42,24 +43,55 @@ class FairLock:
         self._queue: collections.deque[object] = collections.deque()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not blocking:
+            with self._cond:
+                return self._take_if_free(threading.get_ident())
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        return self._wait_turn(deadline, None)
+
+    def acquire_unless(self, should_stop: StopFn | None, *, poll_s: float = 0.1) -> bool:
+        """Wait for this thread's turn in arrival order like :meth:`acquire`, but give the place up and return
+        False as soon as ``should_stop()`` is true (polled every ``poll_s`` while waiting)."""
+        return self._wait_turn(None, should_stop, poll_s)
+
+    @contextlib.contextmanager
+    def turn(self, should_stop: StopFn | None = None, *, what: str = "work"):
+        """Hold the lock for one unit of work once it is this thread's turn; :class:`CancelledError` when
+        ``should_stop()`` turns true first (the visitor left while waiting)."""
+        if not self.acquire_unless(should_stop):
+            raise CancelledError(f"{what} cancelled")
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def _take_if_free(self, me: int) -> bool:
+        if self._owner == me:
+            self._count += 1
+            return True
+        if self._owner is None and not self._queue:
+            self._owner, self._count = me, 1
+            return True
+        return False
+
+    def _wait_turn(self, deadline: float | None, should_stop: StopFn | None, poll_s: float = 0.1) -> bool:
         me = threading.get_ident()
         with self._cond:
-            if self._owner == me:
-                self._count += 1
-                return True
-            if self._owner is None and not self._queue:
-                self._owner, self._count = me, 1
-                return True
-            if not blocking:
+            if stop_requested(should_stop):
                 return False
+            if self._take_if_free(me):
+                return True
             ticket = object()
             self._queue.append(ticket)
-            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
             try:
                 while not (self._owner is None and self._queue[0] is ticket):
+                    if stop_requested(should_stop):
+                        return False
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
+                    if should_stop is not None:
+                        remaining = poll_s if remaining is None else min(remaining, poll_s)
                     self._cond.wait(remaining)
                 self._owner, self._count = me, 1
                 return True
@@ -84,8 +116,11 @@ class FairLock:
         self.release()
 
 
-#: Held for the whole of every measurement of one model (re-entrant; fair across threads).
+#: Held for the whole of every measurement of one model (re-entrant; fair across threads). It is also the one
+#: queue of every other long per-visitor computation (Explain's method ranking and sanity check, unit by unit):
+#: on a shared server they take turns instead of running side by side, and never beside a timing.
 MEASUREMENT_LOCK = FairLock()
+WORK_QUEUE = MEASUREMENT_LOCK
 
 
 

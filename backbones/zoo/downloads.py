@@ -1,18 +1,22 @@
-"""Downloading trained weights: torchvision files by URL, timm files through the Hugging Face cache.
+"""Downloading trained weights: torchvision files by URL, timm files into the Hugging Face cache.
 
 Both paths behave like the libraries they stand in for, plus what a shared lab machine needs:
 
 * :func:`fetch_url` (torchvision): streams into a temporary file beside the target, computes SHA-256 on the way,
   checks the hash prefix from the file name, fsyncs and renames atomically (as ``torch.hub.download_url_to_file``);
-* :func:`fetch_hf` (timm): ``huggingface_hub.hf_hub_download`` into the normal Hugging Face cache, so timm finds the
-  same files; a single HEAD first (no retries, our timeout) so a dead or wrong endpoint fails in seconds;
+* :func:`fetch_hf` (timm): one HEAD of our own (no retries, our timeout) whose commit and ETag must be hex hashes,
+  then the same bounded reader, into the Hugging Face cache layout huggingface_hub writes, so timm finds the files;
+* both through :mod:`backbones.zoo.transfer`: sizes bounded (catalog size + 1 %, else ``BACKBONES_DOWNLOAD_MAX_MB``),
+  free space checked first, an overall deadline, Cancel honoured within a poll interval, redirects checked;
 * a file lock per target, so two processes asking for one file download it once and both succeed;
 * every failure is one :class:`~backbones.errors.DownloadError` line naming the URL and the manual alternative, and
-  leaves no partial, temporary or lock file and no half-written cache entry behind.
+  leaves no partial, temporary or lock file and no half-written cache entry behind; nothing is written or deleted
+  outside the caches (every path is resolved first).
 
 Environment (read at call time): ``BACKBONES_OFFLINE=1`` (no network at all; ``HF_HUB_OFFLINE=1`` too for Hugging
 Face files), ``BACKBONES_TORCHVISION_MIRROR`` (see :func:`mirror_url`), ``BACKBONES_DOWNLOAD_TIMEOUT`` (seconds,
-default 30, for connecting and for each read), ``HF_ENDPOINT`` and ``HF_HUB_CACHE`` / ``HF_HOME``.
+default 30, for connecting and for each read), ``BACKBONES_DOWNLOAD_MAX_MB``, ``BACKBONES_DOWNLOAD_DEADLINE``,
+``HF_ENDPOINT`` and ``HF_HUB_CACHE`` / ``HF_HOME``.
 """
 
 from __future__ import annotations
@@ -22,28 +26,39 @@ import errno
 import functools
 import hashlib
 import http.client
-import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
 import threading
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 from backbones.callbacks import ByteProgressFn
 from backbones.errors import BackboneError, DownloadError, WeightsUnavailableError
 from backbones.settings import env_number
-from backbones.zoo.locking import check_cancel, file_lock, list_entries, missing_dirs, remove_empty, remove_new
+from backbones.zoo.locking import check_cancel, file_lock, missing_dirs, remove_empty
+from backbones.zoo.transfer import (
+    Guard,
+    Refused,
+    announced_length,
+    check_free_space,
+    check_redirect,
+    check_size,
+    max_download_bytes,
+    open_url,
+    size_limit,
+    stream_to,
+)
 
-CHUNK_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}
-_USER_AGENT = "backbone-lens (python urllib)"
 # torch.hub's rule: the hash prefix is the hex run after the last "-" of the file name (resnet50-11ad3fa6.pth).
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
@@ -169,64 +184,32 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-# ---------------------------------------------------------------- HTTP
+# ---------------------------------------------------------------- transfers
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib hook
-        return None  # a HEAD's metadata is on the first (Hub) response; urllib then raises HTTPError with it
+def _guard(what: str, timeout: float, cancel, progress: ByteProgressFn | None, total: int | None) -> Guard:
+    """The guard of one download; before the body starts its heartbeat redraws "0 of total" (a page's Cancel
+    then stops the wait for a lock or for a silent server at its next redraw)."""
+    heartbeat = (lambda: progress(0, total)) if progress is not None else None
+    return Guard(what, timeout=timeout, cancel=cancel, heartbeat=heartbeat)
 
 
-def _open(url: str, *, method: str, timeout: float, follow_redirects: bool = True) -> http.client.HTTPResponse:
-    request = urllib.request.Request(
-        url, method=method, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    )
-    opener = urllib.request.build_opener() if follow_redirects else urllib.request.build_opener(_NoRedirect)
-    try:
-        return opener.open(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if not follow_redirects and 300 <= exc.code < 400:
-            return exc  # type: ignore[return-value]  # carries status and headers like a response
-        raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _stream_to(
-    response, fd: int, total: int | None, progress: ByteProgressFn | None, cancel: threading.Event | None, what: str
-) -> str:
-    """Copy the body into ``fd`` in 64 KiB chunks; returns the SHA-256 hex digest."""
-    digest = hashlib.sha256()
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    while chunk := response.read(CHUNK_BYTES):
-        check_cancel(cancel, what)
-        _write_all(fd, chunk)
-        digest.update(chunk)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-    if total is not None and done != total:
-        raise http.client.IncompleteRead(b"", total - done)
-    os.fsync(fd)
-    return digest.hexdigest()
-
-
-def _download(url: str, dest: Path, sha256_prefix: str | None, timeout: float, progress, cancel) -> str:
+def _download(url: str, dest: Path, sha256_prefix: str | None, guard: Guard, progress, expected: int | None) -> str:
     """One GET into a temporary file beside ``dest``, renamed into place only when complete and verified."""
+    limit = size_limit(expected)
+    check_free_space(dest.parent, expected or 0)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
     try:
-        with _open(url, method="GET", timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            sha256 = _stream_to(response, fd, total, progress, cancel, url)
+        digest = hashlib.sha256()
+        with open_url(url, guard=guard, method="GET") as response:
+            announced = announced_length(response)
+            check_size(announced, limit)
+            if announced and announced > (expected or 0):
+                check_free_space(dest.parent, announced)
+            stream_to(response, fd, limit=limit, guard=guard, progress=progress, digests=(digest,))
+        sha256 = digest.hexdigest()
         if sha256_prefix and not sha256.startswith(sha256_prefix.lower()):
-            raise _Refused(f"SHA-256 mismatch: expected {sha256_prefix}…, got {sha256[: len(sha256_prefix)]}…")
+            raise Refused(f"SHA-256 mismatch: expected {sha256_prefix}…, got {sha256[: len(sha256_prefix)]}…")
         os.close(fd)
         fd = -1
         os.replace(tmp, dest)
@@ -238,14 +221,10 @@ def _download(url: str, dest: Path, sha256_prefix: str | None, timeout: float, p
             os.unlink(tmp)
 
 
-class _Refused(Exception):
-    """A transfer that worked but whose result we refuse (wrong hash, not a Hub answer); ``str`` is the reason."""
-
-
 def _translate(exc: BaseException, timeout: float, message: Callable[[str], str]) -> BackboneError:
     if isinstance(exc, BackboneError):
         return exc
-    reason = str(exc) if isinstance(exc, _Refused) else describe_failure(exc, timeout)
+    reason = str(exc) if isinstance(exc, Refused) else describe_failure(exc, timeout)
     return DownloadError(message(reason))
 
 
@@ -262,12 +241,16 @@ def fetch_url(
     cancel: threading.Event | None = None,
     model: str | None = None,
     official_url: str | None = None,
+    expected_size: int | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` unless it is there already; returns ``dest``.
 
     ``sha256_prefix``: the start of the file's SHA-256 (torchvision's file-name suffix), checked before the rename.
-    ``progress(done, total)`` is called per chunk (``total`` None when the server sends no length). ``timeout``
-    defaults to :func:`download_timeout`. ``cancel`` set from another thread stops the transfer with
+    ``expected_size``: the catalog's size in bytes; a body over it by more than 1 % is refused (unknown: the
+    ``BACKBONES_DOWNLOAD_MAX_MB`` cap), and so is a download the disk has no room for.
+    ``progress(done, total)`` is called per chunk and a few times a second while waiting (``total`` None when the
+    server sends no length). ``timeout`` defaults to :func:`download_timeout`. ``cancel`` set from another thread
+    stops the transfer within a poll interval, also while waiting for another download's lock, with
     :class:`CancelledError`. ``model`` and ``official_url`` (when ``url`` is a mirror) only shape error messages.
     Raises :class:`WeightsUnavailableError` in offline mode, :class:`DownloadError` on any failure.
     """
@@ -281,12 +264,16 @@ def fetch_url(
     check_cancel(cancel, url)
     created = missing_dirs(dest.parent)
     try:
-        with file_lock(dest.with_suffix(dest.suffix + ".lock"), cancel=cancel):
+        guard = _guard(url, timeout, cancel, progress, expected_size)
+        with file_lock(dest.with_suffix(dest.suffix + ".lock"), cancel=cancel, on_wait=guard.waiting):
             if not dest.is_file():  # someone else may have finished it while we waited for the lock
-                _download(url, dest, sha256_prefix, timeout, progress, cancel)
+                _download(url, dest, sha256_prefix, guard, progress, expected_size)
     except Exception as exc:
         remove_empty(created)
         raise _translate(exc, timeout, lambda why: failure_message(model, why, url, dest.name, dest, official)) from exc
+    except BaseException:  # a page's rerun or stop (Streamlit raises from the progress callback): tidy up too
+        remove_empty(created)
+        raise
     return dest
 
 
@@ -298,9 +285,10 @@ def fetch_torchvision(
     progress: ByteProgressFn | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
+    expected_size: int | None = None,
 ) -> Path:
     """A torchvision weights file into ``dest_dir`` (``$TORCH_HOME/hub/checkpoints``), from the mirror if one is set,
-    checked against the hash prefix in its official file name."""
+    checked against the hash prefix in its official file name and bounded by ``expected_size`` (the catalog's)."""
     name = file_name_of(official_url)
     return fetch_url(
         mirror_url(official_url),
@@ -311,68 +299,63 @@ def fetch_torchvision(
         cancel=cancel,
         model=model,
         official_url=official_url,
+        expected_size=expected_size,
     )
 
 
 # ---------------------------------------------------------------- Hugging Face path
 
-
-class _HfProgress:
-    """Stands in for huggingface_hub's tqdm bar: forwards bytes to our callback, and stops on cancel."""
-
-    def __init__(self, *, callback: ByteProgressFn | None, cancel, what: str, expected: int | None, **kwargs) -> None:
-        self._callback, self._cancel, self._what = callback, cancel, what
-        self.total = kwargs.get("total") or expected
-        self.n = kwargs.get("initial") or 0
-
-    def __enter__(self) -> _HfProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self._callback is not None:
-            self._callback(self.n, self.total)
-        check_cancel(self._cancel, self._what)  # raised inside hf's read loop: it deletes its temporary file
-
-    def close(self) -> None:
-        return None
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-_INSIDE_FETCH = threading.local()
+def _shown(value: str) -> str:
+    """A server-sent value inside a one-line message: escaped, and short."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "…'"
 
 
-def _outside_fetch(record: logging.LogRecord) -> bool:
-    return not getattr(_INSIDE_FETCH, "active", False)
+@dataclass(frozen=True)
+class HubFile:
+    """What a Hub's HEAD says about a file: the commit it resolved to, the ETag, the size, and a redirect."""
+
+    commit: str
+    etag: str  # 64 hex: the SHA-256 of an LFS file; 40 hex: the git blob id of a small file
+    size: int | None
+    location: str | None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.etag if _HEX64.fullmatch(self.etag) else None
 
 
-@contextlib.contextmanager
-def _quiet_hub_retries() -> Iterator[None]:
-    """Drop huggingface_hub's "Trying to resume download..." warnings in this thread: its retries stay, and a
-    failure still ends as one error line."""
-    logger = logging.getLogger("huggingface_hub.file_download")
-    if _outside_fetch not in logger.filters:
-        logger.addFilter(_outside_fetch)
-    _INSIDE_FETCH.active = True
-    try:
-        yield
-    finally:
-        _INSIDE_FETCH.active = False
+def check_hub_answer(commit: str | None, etag: str | None) -> tuple[str, str]:
+    """The commit and ETag a Hub sent, checked: 40 hex digits for a commit, 64 or 40 for an ETag (``W/`` and quotes
+    stripped). Anything else is refused: huggingface_hub would name cache files after these values."""
+    if not commit:
+        raise Refused("the server does not answer like a Hugging Face endpoint: no X-Repo-Commit header")
+    if not _HEX40.fullmatch(commit.strip().lower()):
+        raise Refused(f"the server's commit {_shown(commit)} is not a 40-digit hex hash; refused")
+    tag = (etag or "").strip()
+    tag = tag[2:] if tag[:2].upper() == "W/" else tag
+    tag = tag.strip('"').lower()
+    if not (_HEX64.fullmatch(tag) or _HEX40.fullmatch(tag)):
+        raise Refused(f"the server's ETag {_shown(etag or '')} is not a hex hash; refused")
+    return commit.strip().lower(), tag
 
 
-def _head_hub(url: str, timeout: float) -> tuple[str | None, int | None]:
-    """One HEAD without retries: fails fast on a dead endpoint; returns the file's SHA-256 (LFS files) and size."""
-    response = _open(url, method="HEAD", timeout=timeout, follow_redirects=False)
+def _head_hub(url: str, guard: Guard) -> HubFile:
+    """One HEAD without retries or redirects: fails fast on a dead endpoint; returns the checked metadata."""
+    response = open_url(url, method="HEAD", guard=guard, follow_redirects=False)
     with contextlib.closing(response):
         headers = response.headers
-        if not headers.get("X-Repo-Commit"):
-            raise _Refused("the server does not answer like a Hugging Face endpoint: no X-Repo-Commit header")
-        etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").removeprefix("W/").strip('"')
-        size = headers.get("X-Linked-Size") or (None if 300 <= response.status < 400 else headers.get("Content-Length"))
-    sha256 = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None
-    return sha256, int(size) if size and size.isdigit() else None
+        redirect = 300 <= response.status < 400
+        commit, etag = check_hub_answer(
+            headers.get("X-Repo-Commit"), headers.get("X-Linked-Etag") or headers.get("ETag")
+        )
+        size = headers.get("X-Linked-Size") or (None if redirect else headers.get("Content-Length"))
+        location = headers.get("Location") if redirect else None
+    return HubFile(commit, etag, int(size) if size and size.strip().isdigit() else None, location)
 
 
 def sha256_of(path: Path) -> str:
@@ -382,6 +365,110 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` with symlinks resolved, when it lies inside ``root``; else :class:`Refused` (nothing is touched)."""
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise Refused(f"refused to touch {_shown(Path(path).name)}: it resolves outside the cache")
+    return resolved
+
+
+def _check_repo_path(filename: str, revision: str) -> None:
+    for value, what in ((filename, "file name"), (revision, "revision")):
+        parts = value.split("/")
+        if not value or value.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
+            raise BackboneError(f"{what} {_shown(value)} is not a plain path inside a Hub repository")
+
+
+class _Placed:
+    """Files and folders one Hub download created in the cache, each checked to lie inside it; undone on failure."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.files: list[Path] = []
+        self.folders: list[Path] = []
+
+    def folder(self, path: Path) -> Path:
+        self.folders.extend(p for p in missing_dirs(path) if p not in self.folders)
+        inside(self.cache, path.parent)
+        path.mkdir(parents=True, exist_ok=True)
+        return inside(self.cache, path)
+
+    def undo(self) -> None:
+        for path in reversed(self.files):
+            with contextlib.suppress(OSError, Refused):
+                if path.is_symlink() or path.exists():
+                    inside(self.cache, path.parent)
+                    path.unlink()
+        remove_empty(sorted(self.folders, key=lambda p: len(p.parts), reverse=True))
+
+
+def _place_hub_file(
+    placed: _Placed, repo_dir: Path, hub: HubFile, filename: str, revision: str, tmp: Path
+) -> Path:
+    """Move the verified ``tmp`` to ``blobs/<etag>``, link ``snapshots/<commit>/<filename>`` to it and write
+    ``refs/<revision>``: the layout huggingface_hub writes, so timm finds the file offline."""
+    blob = inside(placed.cache, repo_dir / "blobs" / hub.etag)
+    if not blob.exists():
+        os.replace(tmp, blob)
+        placed.files.append(blob)
+    snapshot = repo_dir / "snapshots" / hub.commit / filename  # returned as the cache names it (timm's path)
+    placed.folder(snapshot.parent)
+    inside(placed.cache, snapshot.parent)
+    if snapshot.is_symlink() or snapshot.exists():
+        snapshot.unlink()
+    try:
+        os.symlink(os.path.relpath(blob, snapshot.parent), snapshot)
+    except OSError:  # no symlinks here (some Windows setups): huggingface_hub then keeps a copy in the snapshot
+        shutil.copyfile(blob, snapshot)
+    placed.files.append(snapshot)
+    if revision != hub.commit:
+        ref = repo_dir / "refs" / revision
+        placed.folder(ref.parent)
+        inside(placed.cache, ref.parent)
+        fd, tmp_ref = tempfile.mkstemp(dir=ref.parent, prefix=f".{ref.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(hub.commit)
+            os.replace(tmp_ref, ref)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_ref)
+    return snapshot
+
+
+def _download_hub(
+    url: str, hub: HubFile, blobs: Path, guard: Guard, progress: ByteProgressFn | None, origin: str
+) -> Path:
+    """The file's bytes into a temporary file in ``blobs`` (ours, inside the cache), size and SHA-256 checked."""
+    limit = size_limit(hub.size) if hub.size else max_download_bytes()
+    check_size(hub.size, limit)
+    check_free_space(blobs, hub.size or 0)
+    target = urljoin(url, hub.location) if hub.location else url
+    if hub.location:
+        check_redirect(origin, target)
+    fd, name = tempfile.mkstemp(dir=blobs, prefix=".", suffix=".incomplete")
+    tmp = Path(name)
+    try:
+        digest = hashlib.sha256()
+        with open_url(target, guard=guard, method="GET", origin=origin) as response:
+            announced = announced_length(response)
+            check_size(announced, limit)
+            if announced and announced > (hub.size or 0):
+                check_free_space(blobs, announced)
+            done = stream_to(response, fd, limit=limit, guard=guard, progress=progress, digests=(digest,))
+        if hub.size is not None and done != hub.size:
+            raise http.client.IncompleteRead(b"", hub.size - done)
+        if hub.sha256 is not None and (got := digest.hexdigest()) != hub.sha256:
+            raise Refused(f"SHA-256 mismatch: expected {hub.sha256[:12]}…, got {got[:12]}…")
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
 
 
 def fetch_hf(
@@ -397,14 +484,17 @@ def fetch_hf(
 ) -> Path:
     """A file of a Hugging Face repo, in the Hugging Face cache where timm looks; returns the snapshot path.
 
-    Already cached: no request at all. Otherwise one HEAD of our own (timeout, no retries), then
-    ``hf_hub_download``, then the SHA-256 is checked against the Hub's ``X-Linked-Etag`` when it is one.
-    ``model`` and ``manual_dest`` (where an imported copy would go) only shape error messages.
-    Raises :class:`WeightsUnavailableError` in offline mode, :class:`DownloadError` on any failure.
+    Already cached: no request at all. Otherwise one HEAD of our own (timeout, no retries, no redirects) whose
+    commit and ETag must be hex hashes, then one GET through the same bounded, cancellable reader as torchvision
+    files (real byte progress), the SHA-256 checked against the ETag when it is one, and the file placed the way
+    huggingface_hub places it (``blobs/<etag>``, ``snapshots/<commit>/<file>``, ``refs/<revision>``), every path
+    resolved to inside the cache first. ``model`` and ``manual_dest`` (where an imported copy would go) only shape
+    error messages. Raises :class:`WeightsUnavailableError` in offline mode, :class:`DownloadError` on any failure.
     """
-    from huggingface_hub import file_download, hf_hub_download
+    from huggingface_hub import file_download
 
     revision = revision or "main"
+    _check_repo_path(filename, revision)
     endpoint, cache_dir = hf_endpoint(), hf_cache_dir()
     url = hf_url(repo_id, filename, revision=revision)
     cached = cached_hf(repo_id, filename, revision=revision)
@@ -416,49 +506,57 @@ def fetch_hf(
     check_cancel(cancel, url)
 
     folder = file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
-    # Everything hf_hub_download may create for this repo; what is new after a failure gets removed.
-    roots = [cache_dir / folder, cache_dir / ".locks" / folder, cache_dir / "CACHEDIR.TAG"]
-    created = missing_dirs(cache_dir / ".locks")
     message = functools.partial(failure_message, model, tried=url, file_name=filename, dest=manual_dest, official=url)
+    placed = _Placed(cache_dir)
+    locks = cache_dir / ".locks"
+    outside_lock = missing_dirs(locks)  # what a failure outside the lock (Cancel while waiting) may remove
     try:
-        with file_lock(cache_dir / ".locks" / f"{folder}.backbones.lock", cancel=cancel):
+        placed.folder(locks)
+        guard = _guard(url, timeout, cancel, progress, None)
+        with file_lock(locks / f"{folder}.backbones.lock", cancel=cancel, on_wait=guard.waiting):
             cached = cached_hf(repo_id, filename, revision=revision)
             if cached is not None:
                 return cached
-            before = set().union(*(list_entries(root) for root in roots))
             try:
-                sha256, size = _head_hub(url, timeout)
-                bar = functools.partial(_HfProgress, callback=progress, cancel=cancel, what=url, expected=size)
-                with _quiet_hub_retries():
-                    path = Path(
-                        hf_hub_download(
-                            repo_id,
-                            filename,
-                            revision=revision,
-                            cache_dir=cache_dir,
-                            endpoint=endpoint,
-                            etag_timeout=timeout,
-                            tqdm_class=bar,  # type: ignore[arg-type]
-                        )
-                    )
-                if sha256 is not None and (got := sha256_of(path)) != sha256:
-                    raise _Refused(f"SHA-256 mismatch: expected {sha256[:12]}…, got {got[:12]}…")
+                hub = _head_hub(url, guard)
+                repo_dir = cache_dir / folder
+                blobs = placed.folder(repo_dir / "blobs")
+                tmp = _download_hub(url, hub, blobs, guard, progress, endpoint)
+                try:
+                    path = _place_hub_file(placed, repo_dir, hub, filename, revision, tmp)
+                finally:
+                    tmp.unlink(missing_ok=True)
             except BaseException:
-                remove_new(before, roots)
+                placed.undo()  # inside the lock: no other download of this repo is writing meanwhile
                 raise
     except Exception as exc:
+        remove_empty(outside_lock)
         raise _translate(exc, timeout, message) from exc
-    finally:
-        remove_empty(created)
+    except BaseException:
+        remove_empty(outside_lock)
+        raise
     return path
 
 
 def cached_hf(repo_id: str, filename: str, *, revision: str | None = None) -> Path | None:
-    """The snapshot path of a file the Hugging Face cache holds (as timm would find it offline), or None."""
+    """The snapshot path of a file the Hugging Face cache holds (as timm would find it offline), or None.
+
+    An entry whose link or blob resolves outside the cache does not count (nothing there is trusted or touched).
+    """
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir(), revision=revision or "main")
-    return Path(cached) if isinstance(cached, str) else None
+    cache = hf_cache_dir()
+    try:
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision or "main")
+    except ValueError:  # a malformed ref or revision in the cache
+        return None
+    if not isinstance(cached, str):
+        return None
+    try:
+        inside(cache, Path(cached))
+    except Refused:
+        return None
+    return Path(cached)
 
 
 def hf_url(repo_id: str, filename: str, *, revision: str | None = None) -> str:
@@ -469,11 +567,18 @@ def hf_url(repo_id: str, filename: str, *, revision: str | None = None) -> str:
 
 
 def discard_hf(repo_id: str, filename: str, *, revision: str | None = None) -> None:
-    """Remove a cached Hugging Face file (snapshot link and blob), e.g. one that does not fit the architecture."""
+    """Remove a cached Hugging Face file (snapshot link and blob), e.g. one that does not fit the architecture.
+
+    Only what resolves to inside the cache is deleted: a link pointing elsewhere is removed, its target is not.
+    """
     pointer = cached_hf(repo_id, filename, revision=revision)
     if pointer is None:
         return
+    cache = hf_cache_dir()
     blob = pointer.resolve()
     for path in (pointer, blob):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, Refused):
+            inside(cache, path.parent)
+            if path == blob:
+                inside(cache, path)
             path.unlink()

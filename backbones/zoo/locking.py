@@ -11,12 +11,13 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backbones.errors import CancelledError
 
 _LOCK_POLL_S = 0.05
+_ON_WAIT_S = 0.25
 
 
 def check_cancel(cancel: threading.Event | None, what: str) -> None:
@@ -25,15 +26,24 @@ def check_cancel(cancel: threading.Event | None, what: str) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, cancel: threading.Event | None = None) -> Iterator[None]:
+def file_lock(
+    path: Path, *, cancel: threading.Event | None = None, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created and removed here), waiting as long as another holder works.
 
     The lock file is deleted on release so no ``.lock`` stays behind; a waiter that then holds a lock on the deleted
-    file notices (the inode at ``path`` changed) and locks the new file instead.
+    file notices (the inode at ``path`` changed) and locks the new file instead. While waiting, ``cancel`` is checked
+    every poll and ``on_wait()`` is called about four times a second (a progress redraw, which may itself stop the
+    wait, or a deadline check).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    last_call = time.monotonic()
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a failed download that created the folder removed it again: make it anew
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             while True:
                 try:
@@ -41,6 +51,9 @@ def file_lock(path: Path, *, cancel: threading.Event | None = None) -> Iterator[
                     break
                 except BlockingIOError:
                     check_cancel(cancel, path.name.removesuffix(".lock"))
+                    if on_wait is not None and time.monotonic() - last_call >= _ON_WAIT_S:
+                        last_call = time.monotonic()
+                        on_wait()
                     time.sleep(_LOCK_POLL_S)
             try:
                 mine = os.stat(path)

@@ -252,7 +252,12 @@ class TorchvisionWeights(WeightsSource):
         self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
     ) -> Path:
         return downloads.fetch_torchvision(
-            weights.url, hub_checkpoint_dir(), model=entry.name, progress=progress, cancel=cancel
+            weights.url,
+            hub_checkpoint_dir(),
+            model=entry.name,
+            progress=progress,
+            cancel=cancel,
+            expected_size=self.download_size(entry, weights)[0],  # a mirror sending more is refused
         )
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from backbones.data.archives import ArchiveLimits, member_parts, unpack_archive, unpack_dataset
 from backbones.errors import BackboneError, DatasetError
-from backbones.paths import prune_least_recently_used
+from backbones.paths import INODE_BYTES, disk_cost, prune_least_recently_used
+from tests.corpus import tiny_files_zip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,6 +180,59 @@ def test_prune_keeps_the_newest_and_hidden_entries(tmp_path):
     for i, name in enumerate(["old", "mid", "new", ".unpacking-x"]):
         (tmp_path / name).write_bytes(bytes(1000))
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
-    removed = prune_least_recently_used(tmp_path, 2000, keep={tmp_path / "old"})
+    each = disk_cost(tmp_path / "old").bytes  # a block and an inode, not 1000 bytes
+    removed = prune_least_recently_used(tmp_path, 2 * each, keep={tmp_path / "old"})
     assert sorted(p.name for p in removed) == ["mid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".unpacking-x", "new", "old"]
+
+
+# ---------------------------------------------------------------- the quota counts blocks and files (issue 21, 9)
+
+
+def test_disk_cost_counts_blocks_and_inodes_not_bytes(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(200):
+        (folder / f"{i}.png").write_bytes(b"x" * 10)
+    cost = disk_cost(folder)
+    assert cost.files == 201  # the files and the folder: one inode each
+    assert cost.bytes >= 201 * INODE_BYTES + 200 * 10
+    assert cost.bytes > 20 * 2000  # 2,000 bytes of data; the disk gives up a block per file on ext4, xfs, tmpfs
+    assert disk_cost(tmp_path / "missing").files == 0
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("BACKBONES_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "datasets"
+
+
+def test_a_zip_of_many_tiny_files_is_refused_for_its_real_cost(datasets_cache, monkeypatch):
+    data = tiny_files_zip(3000)
+    assert len(data) < 1_000_000  # the old quota added ~70 bytes per file: 0.2 MB, well under 4 MB
+    monkeypatch.setenv("BACKBONES_UPLOAD_QUOTA_MB", "4")
+    with pytest.raises(DatasetError, match=r"tiny\.zip: unpacks to 3,003 files and folders, [\d.]+ MiB on disk, more "
+                                           r"than the upload quota of 200,000 files and folders, 4\.0 MiB"):
+        unpack_dataset(data, label="tiny.zip")
+    assert not datasets_cache.exists() or list(datasets_cache.iterdir()) == []  # refused before writing one inode
+
+    monkeypatch.setenv("BACKBONES_UPLOAD_QUOTA_MB", "8192")
+    monkeypatch.setenv("BACKBONES_UPLOAD_MAX_FILES", "2000")
+    with pytest.raises(DatasetError, match=r"more than the upload quota of 2,000 files and folders"):
+        unpack_dataset(data, label="tiny.zip")
+
+
+@pytest.mark.parametrize(("variable", "value"), [("BACKBONES_UPLOAD_MAX_FILES", "1500"), ("BACKBONES_UPLOAD_QUOTA_MB", "5")],
+                         ids=["file-count", "blocks"])
+def test_least_recently_used_pruning_counts_the_same_way(datasets_cache, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    first = unpack_dataset(tiny_files_zip(1000, classes=2), label="first.zip")
+    second = unpack_dataset(tiny_files_zip(1001, classes=2), label="second.zip")  # each fits, both do not
+    assert second.is_dir() and not first.exists()
+    assert [p.name for p in datasets_cache.iterdir()] == [second.name]
+
+
+def test_the_file_quota_setting_is_checked(datasets_cache, monkeypatch):
+    monkeypatch.setenv("BACKBONES_UPLOAD_MAX_FILES", "many")
+    with pytest.raises(BackboneError, match="BACKBONES_UPLOAD_MAX_FILES must be a positive number"):
+        unpack_dataset(tiny_files_zip(3), label="x.zip")

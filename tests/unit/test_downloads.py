@@ -10,11 +10,13 @@ import errno
 import hashlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from backbones.errors import BackboneError, CancelledError, DownloadError, WeightsUnavailableError
 from backbones.zoo import downloads
 from backbones.zoo.progress import ProgressBar
+from tests.corpus import HOSTILE_HUB_HEADERS, HOSTILE_REDIRECTS
 from tests.loopback import go_online, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -415,3 +418,306 @@ def test_discard_hf_removes_link_and_blob(env, server):
     downloads.discard_hf(REPO, HF_FILE)
     assert not path.exists() and not blob.exists()
     downloads.discard_hf(REPO, HF_FILE)  # nothing cached: nothing to do
+
+
+# ---------------------------------------------------------------- hostile Hubs: only hex names, only inside the cache
+
+
+def _outside(env: Path) -> list[str]:
+    """Everything under the test's folder outside the two caches (what a hostile server must not create)."""
+    return sorted(str(p.relative_to(env)) for p in env.rglob("*") if p.parts[len(env.parts)] not in ("torch", "hf"))
+
+
+@pytest.mark.parametrize(("header", "value", "word"), HOSTILE_HUB_HEADERS.values(), ids=HOSTILE_HUB_HEADERS.keys())
+def test_hub_names_that_are_not_hex_hashes_are_refused_before_anything_is_written(env, server, header, value, word):
+    victim = env / "victim" / "ETAG_ESCAPE"
+    victim.parent.mkdir()
+    victim.write_bytes(b"precious")
+    hostile = value.format(victim=str(victim).lstrip("/"))
+    server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
+    setattr(server, f"hf_{header}", hostile)
+
+    with pytest.raises(DownloadError) as info:
+        downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
+
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"(the server's {word} " in message.lower() and "refused" in message
+    assert server.count("GET") == 0  # refused on the HEAD's answer
+    assert victim.read_bytes() == b"precious"
+    assert _outside(env) == ["victim", "victim/ETAG_ESCAPE"]
+    assert _leftovers(env) == []
+
+
+@pytest.mark.parametrize("kind", ["weak-sha256", "git-sha1"])
+def test_hub_etags_in_their_legal_forms_are_accepted(env, server, kind):
+    data = _safetensors_bytes()
+    server.add_hf_file(REPO, HF_FILE, data)
+    sha = hashlib.sha256(data).hexdigest()
+    server.hf_etag = f'W/"{sha}"' if kind == "weak-sha256" else '"' + hashlib.sha1(data).hexdigest() + '"'
+
+    path = downloads.fetch_hf(REPO, HF_FILE)
+
+    assert path.read_bytes() == data
+    blob = path.resolve()
+    assert blob.parent == env / "hf" / "hub" / "models--timm--tiny_test.in1k" / "blobs"
+    assert blob.name == (sha if kind == "weak-sha256" else hashlib.sha1(data).hexdigest())
+    refs = env / "hf" / "hub" / "models--timm--tiny_test.in1k" / "refs" / "main"
+    assert refs.read_text() == "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_cache_entries_pointing_outside_the_cache_are_neither_used_nor_deleted(env, server):
+    victim = env / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    repo_dir = env / "hf" / "hub" / "models--timm--tiny_test.in1k"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    (repo_dir / "snapshots" / commit).mkdir(parents=True)
+    (repo_dir / "snapshots" / commit / HF_FILE).symlink_to(victim)
+
+    assert downloads.cached_hf(REPO, HF_FILE) is None
+    downloads.discard_hf(REPO, HF_FILE)
+    assert victim.read_bytes() == b"precious"
+    with pytest.raises(downloads.Refused, match="outside the cache"):
+        downloads.inside(env / "hf" / "hub", repo_dir / "snapshots" / commit / HF_FILE)
+
+
+# ---------------------------------------------------------------- hostile mirrors: sizes, time, redirects, Cancel
+
+
+def test_a_lying_content_length_is_refused_before_reading(env, server, monkeypatch, checkpoints):
+    _mirror(server, monkeypatch)
+    server.fail("huge-length")
+
+    with pytest.raises(DownloadError, match=r"announces 1000000\.0 MB, more than the 0\.2 MB allowed; refused"):
+        _fetch_tv(checkpoints, expected_size=len(TV_BYTES))
+    assert _leftovers(env) == []
+
+
+def test_a_body_larger_than_the_catalog_size_is_refused(env, server, monkeypatch, checkpoints):
+    _mirror(server, monkeypatch)
+    server.fail("no-length")  # nothing announced: counted while reading
+    with pytest.raises(DownloadError, match=r"sent more than the 0\.1 MB allowed; refused"):
+        _fetch_tv(checkpoints, expected_size=len(TV_BYTES) // 2)
+    assert _leftovers(env) == []
+
+
+def test_the_cap_applies_when_the_size_is_unknown(env, server, monkeypatch, checkpoints):
+    _mirror(server, monkeypatch)
+    server.fail("no-length")
+    monkeypatch.setenv("BACKBONES_DOWNLOAD_MAX_MB", "0.1")
+    with pytest.raises(DownloadError, match=r"sent more than the 0\.1 MB allowed"):
+        _fetch_tv(checkpoints)
+    monkeypatch.setenv("BACKBONES_DOWNLOAD_MAX_MB", "lots")
+    with pytest.raises(BackboneError, match="BACKBONES_DOWNLOAD_MAX_MB must be a positive number"):
+        _fetch_tv(checkpoints)
+    assert _leftovers(env) == []
+
+
+@pytest.mark.parametrize("source", ["torchvision", "hf"])
+def test_no_room_on_disk_is_refused_before_any_request(env, server, monkeypatch, checkpoints, source):
+    from backbones.zoo import transfer
+
+    _mirror(server, monkeypatch)
+    server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
+    monkeypatch.setattr(transfer.shutil, "disk_usage", lambda path: shutil_usage(free=10 * 2**20))
+    with pytest.raises(DownloadError, match=r"not enough free disk space for the cache: 0\.2 MB needed"):
+        if source == "torchvision":
+            _fetch_tv(checkpoints, expected_size=len(TV_BYTES))
+        else:
+            downloads.fetch_hf(REPO, HF_FILE)
+    assert server.count("GET") == 0
+    assert _leftovers(env) == []
+
+
+def shutil_usage(*, free: int):
+    return shutil._ntuple_diskusage(100 * 2**30, 100 * 2**30 - free, free)  # noqa: SLF001 - its own result type
+
+
+def test_the_overall_deadline_stops_a_trickle(env, server, monkeypatch, checkpoints):
+    _mirror(server, monkeypatch)
+    server.fail("trickle")
+    monkeypatch.setenv("BACKBONES_DOWNLOAD_DEADLINE", "0.6")
+    with pytest.raises(DownloadError, match=r"not finished within 0\.6 s \(BACKBONES_DOWNLOAD_DEADLINE\)"):
+        _fetch_tv(checkpoints)  # each byte comes well within the 30 s read timeout
+    assert _leftovers(env) == []
+
+
+def _thread_count_settles(baseline: int, within_s: float = 3.0) -> int:
+    deadline = time.monotonic() + within_s
+    while threading.active_count() > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return threading.active_count()
+
+
+@pytest.mark.parametrize("source", ["torchvision", "hf"])
+def test_cancel_during_a_trickle_returns_at_once_and_leaves_nothing(env, server, monkeypatch, checkpoints, source):
+    _mirror(server, monkeypatch)
+    server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
+    server.fail("trickle", methods=("GET",))
+    baseline = threading.active_count()
+    cancel, seen, outcome = threading.Event(), [], {}
+
+    def download():
+        try:
+            if source == "torchvision":
+                _fetch_tv(checkpoints, cancel=cancel, progress=lambda d, t: seen.append(d))
+            else:
+                downloads.fetch_hf(REPO, HF_FILE, cancel=cancel, progress=lambda d, t: seen.append(d))
+        except BaseException as exc:  # collected, asserted below
+            outcome["error"] = exc
+        outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=download)
+    worker.start()
+    time.sleep(1.0)
+    cancel.set()
+    cancelled_at = time.monotonic()
+    worker.join(timeout=5)
+
+    assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), CancelledError)
+    assert outcome["at"] - cancelled_at < 1.0  # a poll interval (0.25 s), not the 30 s read timeout
+    assert max(seen) >= 2 and len(seen) >= 4  # bytes counted as they trickled in, redraws while waiting
+    assert _leftovers(env) == []
+    assert _thread_count_settles(baseline) == baseline  # the server's handler ends once we hung up; none of ours
+
+
+def test_cancel_while_waiting_for_another_downloads_lock(env, server, monkeypatch, checkpoints):
+    from backbones.zoo.locking import file_lock
+
+    _mirror(server, monkeypatch)
+    cancel, outcome, beats = threading.Event(), {}, []
+    checkpoints.mkdir(parents=True)
+
+    def download():
+        try:
+            _fetch_tv(checkpoints, cancel=cancel, progress=lambda d, t: beats.append(d))
+        except BaseException as exc:  # collected, asserted below
+            outcome["error"] = exc
+
+    with file_lock(checkpoints / f"{TV_NAME}.lock"):  # another visitor's download holds it
+        worker = threading.Thread(target=download)
+        worker.start()
+        time.sleep(0.8)
+        cancel.set()
+        worker.join(timeout=2)
+        assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), CancelledError)
+    assert len(beats) >= 2  # the page was redrawn while waiting (Streamlit stops a rerun there)
+    assert server.requests == []
+
+
+def test_a_progress_callback_that_stops_the_page_stops_a_silent_server(env, server, monkeypatch, checkpoints):
+    """Streamlit stops a rerun by raising from the next widget call: the heartbeat is that call."""
+
+    class Rerun(BaseException):
+        pass
+
+    def progress(done, total):
+        calls.append(done)
+        if len(calls) >= 3:
+            raise Rerun
+
+    _mirror(server, monkeypatch)
+    server.fail("stall")  # no headers at all
+    calls: list[int] = []
+    started = time.monotonic()
+    with pytest.raises(Rerun):
+        _fetch_tv(checkpoints, progress=progress)
+    assert time.monotonic() - started < 2.0
+    assert _leftovers(env) == []
+
+
+@pytest.mark.parametrize(("location", "reason"), HOSTILE_REDIRECTS.values(), ids=HOSTILE_REDIRECTS.keys())
+def test_redirects_only_to_http_and_never_inward(env, server, monkeypatch, checkpoints, location, reason):
+    from tests.loopback import LoopbackServer
+
+    internal = LoopbackServer().start()  # an internal service on another port
+    try:
+        internal.add_file(TV_NAME, TV_BYTES)
+        _mirror(server, monkeypatch)
+        server.fail("redirect", location=location.format(name=TV_NAME, other=internal.port))
+        with pytest.raises(DownloadError, match=rf"download failed \({reason}") as info:
+            _fetch_tv(checkpoints)
+        assert "\n" not in str(info.value)
+        assert internal.requests == []
+        assert server.count("GET") <= 6
+    finally:
+        internal.stop()
+    assert _leftovers(env) == []
+
+
+def test_redirect_checks():
+    from backbones.zoo.transfer import Refused, check_redirect
+
+    check_redirect("http://127.0.0.1:8000/a", "http://localhost:8000/cdn/x")  # the mirror itself, by another name
+    check_redirect("https://huggingface.co/r", "https://8.8.8.8/x")  # public: fine
+    for target in ("http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data", "http://[::ffff:127.0.0.1]:9/x",
+                   "http://127.0.0.1:8001/x", "gopher://127.0.0.1:8000/x"):
+        with pytest.raises(Refused):
+            check_redirect("http://127.0.0.1:8000/a", target)
+
+
+def test_hf_downloads_report_bytes_as_they_come(env, server):
+    data = _safetensors_bytes()
+    server.add_hf_file(REPO, HF_FILE, data)
+    server.fail("trickle", methods=("GET",))
+    server.trickle_s = 0.01
+    seen: list[int] = []
+    cancel = threading.Event()
+
+    with pytest.raises(CancelledError):
+        downloads.fetch_hf(REPO, HF_FILE, cancel=cancel,
+                           progress=lambda done, total: (seen.append(done), done >= 20 and cancel.set()))
+    assert sorted(set(seen))[:5] == [0, 1, 2, 3, 4]  # byte by byte, not once at the end
+    assert _leftovers(env) == []
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command to make a test certificate")
+def test_https_through_the_guarded_reader(tmp_path, monkeypatch):
+    """TLS on top of the short socket waits: the handshake and reads retry across polls, Cancel still applies."""
+    import http.server
+    import ssl
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))  # the default context trusts it
+    monkeypatch.delenv("BACKBONES_OFFLINE", raising=False)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            return
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(TV_BYTES)))
+            self.end_headers()
+            for i in range(0, len(TV_BYTES), 50_000):  # slow: 0.3 s between pieces
+                self.wfile.write(TV_BYTES[i : i + 50_000])
+                time.sleep(0.3 if self.path == "/slow" else 0)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    base = f"https://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        path = downloads.fetch_url(f"{base}/{TV_NAME}", tmp_path / "out" / TV_NAME, sha256_prefix=TV_NAME[9:17])
+        assert path.read_bytes() == TV_BYTES
+        cancel = threading.Event()
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(CancelledError):
+            downloads.fetch_url(f"{base}/slow", tmp_path / "out" / "slow.pth", sha256_prefix=None, cancel=cancel)
+        assert time.monotonic() - started < 1.5
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [TV_NAME]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -252,3 +252,101 @@ def test_pack_cli_writes_a_zip_whose_commands_run(capsys, tmp_path, grace_hopper
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 0
     assert Image.open(tmp_path / "efficientnet_lite0_gradcam.png").size == (512, 600)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-visitor work stops with the visitor and takes turns through one fair queue (issue 21, finding 8)
+
+FAST_METHODS = ("gradcam", "saliency", "gradcam++")
+
+
+def _flips_after(units: list):
+    """A should_stop that turns true once one unit of work has reported progress."""
+    return lambda: len(units) >= 1
+
+
+def test_ranking_stops_after_the_unit_in_which_the_visitor_left():
+    from backbones.errors import CancelledError
+    from viz.quality import rank_methods
+
+    loaded = wrap(TinyNet(), 16, ["a", "b", "c", "d"])
+    units: list = []
+    with pytest.raises(CancelledError):
+        rank_methods([loaded, loaded], tiny_image(), methods=FAST_METHODS, steps=4, batch_size=4,
+                     progress=lambda done, total, msg: units.append(msg), should_stop=_flips_after(units))
+    assert units == ["faithfulness of gradcam on tiny"]  # 1 of 6 units ran
+    full = rank_methods([loaded], tiny_image(), methods=FAST_METHODS, steps=4, batch_size=4)
+    assert [f.method for f in full] == list(FAST_METHODS)
+    assert len({f.target.index for f in full}) == 1  # one class for every method, as before
+
+
+def test_sanity_check_stops_after_the_step_in_which_the_visitor_left():
+    from backbones.errors import CancelledError
+
+    loaded = wrap(TinyNet(), 16, ["a", "b", "c", "d"])
+    steps: list = []
+    with pytest.raises(CancelledError):
+        run_sanity_check(loaded, tiny_image(), method="gradcam",
+                         progress=lambda done, total, msg: steps.append(msg), should_stop=_flips_after(steps))
+    assert steps == ["randomised fc"]  # 1 of 4 steps
+
+
+def test_a_visitor_who_leaves_while_waiting_gives_up_the_place_in_the_queue():
+    import threading
+    import time
+
+    from backbones.errors import CancelledError
+    from backbones.measure.common import FairLock
+    from viz.quality import rank_methods
+
+    queue, gone, outcome = FairLock(), threading.Event(), {}
+    loaded = wrap(TinyNet(), 16, ["a", "b", "c", "d"])
+
+    def visitor():
+        try:
+            rank_methods([loaded], tiny_image(), methods=FAST_METHODS, steps=4, batch_size=4,
+                         should_stop=gone.is_set, queue=queue)
+        except CancelledError as exc:
+            outcome["error"] = exc
+
+    with queue:  # someone else's long unit
+        worker = threading.Thread(target=visitor)
+        worker.start()
+        while not queue._queue:  # noqa: SLF001 - waiting until the visitor is queued
+            time.sleep(0.01)
+        gone.set()
+        worker.join(timeout=2)
+        assert not worker.is_alive() and "error" in outcome
+        assert not queue._queue  # noqa: SLF001 - its place is given up
+    assert queue.acquire(blocking=False)
+    queue.release()
+
+
+def test_two_visitors_take_turns_unit_by_unit():
+    import threading
+    import time
+
+    from backbones.measure.common import FairLock
+    from viz.quality import rank_methods
+
+    class RecordingQueue(FairLock):
+        def acquire_unless(self, should_stop, **kwargs):
+            granted = super().acquire_unless(should_stop, **kwargs)
+            order.append(threading.current_thread().name)
+            return granted
+
+    queue, order = RecordingQueue(), []
+    loaded = wrap(TinyNet(), 16, ["a", "b", "c", "d"])
+
+    def visitor():
+        rank_methods([loaded], tiny_image(), methods=FAST_METHODS, steps=4, batch_size=4, queue=queue)
+
+    threads = [threading.Thread(target=visitor, name=who) for who in "AB"]
+    with queue:  # both arrive while the queue is busy, A first
+        for i, thread in enumerate(threads, start=1):
+            thread.start()
+            while len(queue._queue) < i:  # noqa: SLF001 - A queued before B starts
+                time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == ["A", "B"] * 3  # first come, first served, one unit each in turn

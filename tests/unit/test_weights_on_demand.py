@@ -21,6 +21,7 @@ import torch
 
 from backbones.cli import main
 from backbones.zoo import downloads
+from backbones.zoo.weights import TorchvisionWeights
 from tests.loopback import go_online, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,6 +191,9 @@ def test_torchvision_file_that_does_not_fit_is_removed(env, server, capsys, monk
     server.add_file(TV_NAME, data)
     prefix = hashlib.sha256(data).hexdigest()[:8]
     monkeypatch.setattr(downloads, "hash_prefix_of", lambda name: prefix)
+    # These are twice SqueezeNet's catalog size, which a download refuses (tests/unit/test_downloads.py); here the
+    # size is unknown so the file arrives and the load is what refuses it.
+    monkeypatch.setattr(TorchvisionWeights, "download_size", lambda self, entry, weights: (None, False))
 
     line = _one_error_line(*_cli(capsys, "download", TV_MODEL))
     assert line.startswith(
@@ -243,13 +247,19 @@ def test_offline_makes_zero_requests(env, server, capsys, monkeypatch, grace_hop
         ("404", "HTTP 404"),
         ("refused", "connection refused"),
         ("hub-404", "HTTP 404"),
-        ("hub-truncate", "transfer cut short"),  # after huggingface_hub's own retries, which print nothing
+        ("hub-truncate", "transfer cut short"),
+        ("hub-hostile-etag", "the server's ETag '../../../../tmp/x/ETAG_ESCAPE' is not a hex hash; refused"),
+        ("huge-length", "the server announces 1000000.0 MB, more than the 5.0 MB allowed; refused"),
     ],
 )
 def test_failures_exit_2_with_one_line_and_leave_nothing(env, server, capsys, monkeypatch, case, reason):
     model = TIMM_MODEL if case.startswith("hub") else TV_MODEL
     if case == "hash-mismatch":
         server.fail("wrong-bytes")
+    elif case == "hub-hostile-etag":
+        server.hf_etag = "../../../../tmp/x/ETAG_ESCAPE"
+    elif case == "huge-length":
+        server.fail("huge-length")  # the catalog knows SqueezeNet's size
     elif case == "hub-truncate":
         server.fail("truncate", methods=("GET",))
     elif case in ("404", "hub-404"):

@@ -19,6 +19,7 @@ real map look worse than random.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,14 +31,15 @@ from torch import nn
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
+from backbones.measure.common import WORK_QUEUE, FairLock
 from backbones.zoo.models import LoadedModel
-from viz.cam import Explanation, explain, explain_methods
+from viz.cam import Explanation, explain
 from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.methods.base import check_stop
 from viz.methods.gradcam import upsample
 from viz.methods.gradients import make_baseline
 from viz.methods.registry import METHOD_CLASSES
-from viz.targets import Target
+from viz.targets import Target, resolve_target
 
 #: Masked images per forward pass.
 BATCH_SIZE = 32
@@ -274,10 +276,55 @@ def score_methods(
     should_stop: StopFn | None = None,
     **options,
 ) -> list[Faithfulness]:
-    """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored."""
+    """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored.
+
+    One method at a time through the shared work queue, as :func:`rank_methods` (of which this is one model).
+    """
+    return rank_methods(
+        [loaded], image, methods=methods, layer=layer, target=target, steps=steps, seed=seed,
+        batch_size=batch_size, progress=progress, should_stop=should_stop, **options,
+    )
+
+
+def rank_methods(
+    models: Sequence[LoadedModel],
+    image,
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    layer: str | None = None,
+    target: int | str | None = None,
+    steps: int = 32,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    queue: FairLock | None = WORK_QUEUE,
+    **options,
+) -> list[Faithfulness]:
+    """Every method on every model for ``image`` (per model: the first method's top-1 class unless ``target``),
+    scored; in model order, then method order.
+
+    Each (model, method) is one unit of work, taken through ``queue`` (the server's one fair FIFO work queue, shared
+    with measurements and sanity checks; None: no queue), so visitors who rank at the same time take turns unit by
+    unit. ``should_stop()`` is checked while waiting for a turn, between units and inside each
+    (:class:`CancelledError`): the work stops with the visitor. ``progress(done, total, message)`` after each unit.
+    """
     _check_steps(steps, batch_size)
     img = ensure_rgb(image)
-    exps = explain_methods(loaded, img, methods=methods, layer=layer, target=target, should_stop=should_stop, **options)
-    return score_explanations(
-        loaded, img, exps, steps=steps, seed=seed, batch_size=batch_size, progress=progress, should_stop=should_stop
-    )
+    total = len(models) * len(methods)
+    out: list[Faithfulness] = []
+    for loaded in models:
+        index = None
+        for method in methods:
+            with queue.turn(should_stop, what="ranking methods") if queue is not None else contextlib.nullcontext():
+                check_stop(should_stop)
+                if index is None:
+                    index = resolve_target(loaded, target)
+                exp = explain(loaded, img, method=method, layer=layer, target=index, should_stop=should_stop, **options)
+                index = exp.target.index  # every method explains the class the first one chose
+                out += score_explanations(
+                    loaded, img, [exp], steps=steps, seed=seed, batch_size=batch_size, should_stop=should_stop
+                )
+            if progress is not None:
+                progress(len(out), total, f"faithfulness of {method} on {loaded.name}")
+    return out

@@ -20,6 +20,7 @@ result does not depend on the device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from torch import nn
 
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError
+from backbones.measure.common import WORK_QUEUE, FairLock
 from backbones.zoo.models import LoadedModel
 from viz.cam import explain
 from viz.inputs import ensure_rgb, make_private_view
@@ -136,29 +138,39 @@ def run_sanity_check(
     max_steps: int | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    queue: FairLock | None = WORK_QUEUE,
     **options,
 ) -> SanityCheck:
     """Cascading randomisation of ``loaded`` for ``method`` on ``image`` (arguments as :func:`viz.cam.explain`).
 
     Every step explains the class of the original explanation (its top-1 unless
     ``target``); ``max_steps`` stops after that many blocks (default: all).
-    Costs one explanation per step, plus one forward pass.
+    Costs one explanation per step, plus one forward pass. The original and each step are one unit of work taken
+    through ``queue`` (the server's fair work queue, shared with method ranking and measurements; None: none);
+    ``should_stop()`` is checked while waiting and between and inside units (:class:`CancelledError`).
     """
     if max_steps is not None and int(max_steps) < 1:
         raise BackboneError(f"max_steps must be at least 1, got {max_steps}")
     img = ensure_rgb(image)
-    original = explain(loaded, img, method=method, layer=layer, target=target, should_stop=should_stop, **options)
+
+    def unit():
+        return queue.turn(should_stop, what="the sanity check") if queue is not None else contextlib.nullcontext()
+
+    with unit():
+        original = explain(loaded, img, method=method, layer=layer, target=target, should_stop=should_stop, **options)
     blocks = list_cascade_blocks(loaded)[: max_steps if max_steps is not None else None]
     # One view for the whole cascade: each step adds one randomised block to the previous ones.
     randomized = dataclasses.replace(loaded, model=make_private_view(loaded), lock=threading.RLock())
     steps = []
     for i, name in enumerate(blocks):
         check_stop(should_stop)
-        randomize_block(randomized.model, name, seed=seed + i)
-        exp = explain(
-            randomized, img, method=original.method, layer=original.layer, target=original.target.index,
-            should_stop=should_stop, **options,
-        )
+        with unit():
+            check_stop(should_stop)
+            randomize_block(randomized.model, name, seed=seed + i)
+            exp = explain(
+                randomized, img, method=original.method, layer=original.layer, target=original.target.index,
+                should_stop=should_stop, **options,
+            )
         steps.append(SanityStep(name, spearman(original.heatmap_crop, exp.heatmap_crop),
                                 ssim(original.heatmap_crop, exp.heatmap_crop), exp.heatmap_crop))
         if progress is not None:
