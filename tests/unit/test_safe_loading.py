@@ -48,6 +48,13 @@ def _checkpoints(tmp_path: Path) -> Path:
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
+def _size_unknown(monkeypatch) -> None:
+    """Downloads refuse a body over the catalog's size; these files are stand-ins of other sizes."""
+    from backbones.zoo.weights import TorchvisionWeights
+
+    monkeypatch.setattr(TorchvisionWeights, "download_size", lambda self, entry, weights: (None, False))
+
+
 def _files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
@@ -117,6 +124,7 @@ def test_a_mirror_serving_the_polyglot_runs_nothing(polyglot, tmp_path, monkeypa
     # The real file's hash prefix stands in for the official one: 32 bits are brute-forced in minutes.
     real_prefix = hashlib.sha256(data).hexdigest()[:8]
     monkeypatch.setattr(downloads, "hash_prefix_of", lambda name: real_prefix)
+    _size_unknown(monkeypatch)  # the 65 MB polyglot is over SqueezeNet's catalog size: the load must refuse it
     with pytest.raises(DownloadError) as caught:
         load_model(MODEL, download=True)
     assert "refused" in str(caught.value) and "\n" not in str(caught.value)
@@ -141,6 +149,7 @@ def test_files_the_tool_writes_into_torch_cache_run_nothing(tmp_path, monkeypatc
     server.add_file(other_name, buf.read_bytes())
     monkeypatch.setenv("BACKBONES_TORCHVISION_MIRROR", server.base_url)
     monkeypatch.setattr(downloads, "hash_prefix_of", lambda name: hashlib.sha256(buf.read_bytes()).hexdigest()[:8])
+    _size_unknown(monkeypatch)
     assert load_model(other, download=True).trained
     written = _files_under(_checkpoints(tmp_path))
     assert {p.name for p in written} == {official, other_name}
