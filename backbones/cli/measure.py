@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "otherwise: show only rows from LABEL ('here' for this machine)")
     p.add_argument("--kind", default=None, help="only rows of this kind (latency, evaluation)")
     p.add_argument("--model", default=None, help="only rows of this model")
-    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file or a postgresql:// URL")
+    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file, sqlite:///FILE, "
+                   "a postgresql:// URL or libpq keywords 'host=H dbname=D ...'")
     p.add_argument("--push", action="store_true",
                    help="send the results bench/eval kept locally while the --db server was unreachable")
     p.add_argument("--to-mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
@@ -130,7 +131,7 @@ def cmd_bench(args) -> int:
                    "params", "MACs (1 image)", "state_dict MiB"]
         print(format_table(rows, headers))
     if store is not None:
-        print(f"stored {len(results)} result(s) in {store.where}", file=sys.stderr)
+        print(store.describe_stored(len(results)), file=sys.stderr)
     return 0
 
 
