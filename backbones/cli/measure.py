@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--push", action="store_true",
                    help="send the results bench/eval kept locally while the --db server was unreachable")
     p.add_argument("--to-mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
-                   help="export every stored result as an MLflow run (default URI: $MLFLOW_TRACKING_URI, "
-                   "else ./mlruns); re-exporting adds no duplicates")
+                   help="export every stored result as an MLflow run: http(s)://HOST:PORT, file:///FOLDER, "
+                   "any URI MLflow takes, or a folder (default: $MLFLOW_TRACKING_URI, else the cache directory's "
+                   "mlruns); re-exporting adds no duplicates")
     p.add_argument("--experiment", default=None, metavar="NAME",
                    help="with --to-mlflow: the MLflow experiment (default backbone-lens)")
     p.set_defaults(handler=cmd_results)
