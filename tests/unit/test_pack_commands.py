@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.corpus import SHELL_QUOTABLE_NAMES, SHELL_UNWRITABLE_NAMES
 from viz.pack import (
     build_pack,
     compare_commands,
@@ -30,21 +31,8 @@ from viz.pack import (
 )
 
 # Each would create MARKER (in the folder the script runs in) if the shell read it as code.
-QUOTABLE = [
-    "mine $(touch MARKER) x",
-    "a`touch MARKER`b",
-    "x; touch MARKER",
-    "it's \"$(touch MARKER)\" 'q'",
-    "-- --rm $HOME ${IFS} * ~ !! \\ & | > MARKER",
-]
-UNWRITABLE = [
-    "new\nline; touch MARKER",
-    "car\rriage $(touch MARKER)",
-    "\u202egnp.exe $(touch MARKER)",  # right-to-left override: reads as another name
-    "zero\u200bwidth",
-    "nul\x00byte",
-    "esc\x1b[2Jape",
-]
+QUOTABLE = list(SHELL_QUOTABLE_NAMES)
+UNWRITABLE = list(SHELL_UNWRITABLE_NAMES)
 NAMES = QUOTABLE + UNWRITABLE
 
 STUB = """#!/bin/sh

@@ -20,11 +20,12 @@ from backbones.cli import main
 from backbones.errors import StoreError
 from backbones.results.backend import DatabaseURL, parse_database_url, redact_url
 from backbones.results.store import ResultsStore
+from tests.corpus import REFUSED_DATABASE_URLS, REFUSED_TRACKING_URIS, URL_SECRET
 from tests.unit import pg
 
 pg_cluster = pg.pg_cluster  # fixture
 
-SECRET = "hun/ter2@x:y"  # a password holding every character a URL splits on
+SECRET = URL_SECRET  # a password holding every character a URL splits on
 TRICKY = "p/a@s:s w'rd"  # for the libpq keyword form: a space and a quote too
 
 
@@ -69,20 +70,7 @@ def test_each_accepted_form_is_used_for_what_it_is():
         assert SECRET not in repr(parsed) and TRICKY not in repr(parsed) and "password" not in str(parsed.to_dict())
 
 
-@pytest.mark.parametrize("text", [
-    f"postgresql:/{SECRET}",                               # one slash: was a folder
-    f"postgresql:{SECRET}",
-    f"mysql://lens:{SECRET}@db/lens",
-    f"http://lens:{SECRET}@db/lens",
-    f"results:{SECRET}",                                   # a scheme shape: a file is ./results:...
-    f"postgresql://lens:{SECRET}@127.0.0.1:1/lens",        # unencoded '/' and '@': was split and shown
-    "postgresql://lens:hu@nter2@127.0.0.1:1/lens",
-    f"host=127.0.0.1 dbname=lens passwd={SECRET}",         # not a libpq keyword
-    "host=127.0.0.1 dbname=lens password=hunter 2",        # unquoted space: libpq cannot read it
-    "a=b.sqlite",                                          # keyword shape: a file is ./a=b.sqlite
-    "sqlite:/x.sqlite",
-    "  ",
-])
+@pytest.mark.parametrize("text", REFUSED_DATABASE_URLS)
 def test_other_forms_are_refused_in_one_line_without_the_password(text, capsys, monkeypatch):
     with pytest.raises(StoreError) as info:
         ResultsStore(text)
@@ -214,14 +202,7 @@ def test_a_plain_folder_is_the_folder_the_user_named_and_the_default_is_the_cach
     assert _cwd_listing() == ["envfolder", "named"]
 
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("mlflow.lab:5000", "did you mean http://mlflow.lab:5000?"),
-    ("127.0.0.1:5000/base", "did you mean http://127.0.0.1:5000/base?"),
-    ("http:/127.0.0.1:5000", "has no host: use http://HOST:PORT"),
-    ("file:relative", "is not an absolute file URI"),
-    ("file://otherhost/abs", "is not an absolute file URI"),
-    ("nosuchscheme:thing", "refused the export"),  # any scheme goes to MLflow as it is; MLflow says no
-])
+@pytest.mark.parametrize(("uri", "expected"), REFUSED_TRACKING_URIS)
 def test_uris_that_name_no_folder_honestly_are_refused_and_create_nothing(one_result, uri, expected, capsys):
     assert main(["results", "--db", one_result, "--to-mlflow", uri]) == 2
     err = capsys.readouterr().err
