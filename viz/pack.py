@@ -10,7 +10,7 @@ that reproduce them, and returns the zip's bytes::
     settings.json        the given settings plus the library versions
     commands.sh          the CLI lines, runnable from the project root
 
-Commands are argument lists, never text: :func:`format_command` writes each one with every
+Commands are argument lists, never text: :func:`backbones.shell.format_command` writes each one with every
 value quoted by the shell's own rules (``shlex.quote``), so a checkpoint or photo named
 ``$(rm -rf ~)`` stays a name. A value that no quoting makes safe to show in a script (control
 characters, newlines, NUL, bidi and other invisible format characters) is written as a neutral
@@ -30,8 +30,6 @@ import io
 import json
 import platform
 import re
-import shlex
-import unicodedata
 import zipfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -41,6 +39,7 @@ from PIL import Image
 
 from backbones.errors import BackboneError
 from backbones.jsonsafe import json_safe
+from backbones.shell import format_command, format_comment
 from viz.inputs import ensure_rgb
 from viz.methods.registry import METHODS
 from viz.overlay import overlay_image
@@ -116,46 +115,6 @@ def safe_name(name: str) -> str:
     if not clean:
         raise BackboneError(f"cannot name a pack file after {name!r}")
     return clean
-
-
-#: Unicode categories no script line may carry, quoted or not: control characters (newline, NUL,
-#: escape sequences), format characters (bidi overrides and isolates, zero-width marks), line and
-#: paragraph separators and lone surrogates.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-PLACEHOLDER = "PLACEHOLDER_{}"
-
-
-def is_script_safe(value: str) -> bool:
-    """True when ``value``, once quoted, reads in a script and a terminal exactly as it runs."""
-    return not any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in value)
-
-
-def format_command(argv: Sequence[object], placeholders: dict[str, str] | None = None) -> str:
-    """One shell line running ``argv``: every value quoted with :func:`shlex.quote`.
-
-    A value that is not :func:`is_script_safe` is written as ``PLACEHOLDER_<n>`` and recorded in
-    ``placeholders`` (``{placeholder: original}``; the same value keeps its placeholder), so the
-    line never carries it. Every script or command line the tool writes or prints goes through here.
-    """
-    if isinstance(argv, (str, bytes)):
-        raise TypeError("format_command takes a list of arguments, not a command line")
-    placeholders = {} if placeholders is None else placeholders
-    words = []
-    for value in argv:
-        value = str(value)
-        if not is_script_safe(value):
-            known = next((name for name, original in placeholders.items() if original == value), None)
-            if known is None:
-                known = PLACEHOLDER.format(len(placeholders) + 1)
-                placeholders[known] = value
-            value = known
-        words.append(shlex.quote(value))
-    return " ".join(words)
-
-
-def format_comment(text: str) -> str:
-    """``# text`` on one line: characters a script line may not carry become ``?``."""
-    return "# " + "".join("?" if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in str(text))
 
 
 def format_script(commands: Sequence[Sequence[object] | str], placeholders: dict[str, str]) -> str:

@@ -20,15 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from backbones.shell import format_command, is_script_safe
 from tests.corpus import SHELL_QUOTABLE_NAMES, SHELL_UNWRITABLE_NAMES
-from viz.pack import (
-    build_pack,
-    compare_commands,
-    explain_commands,
-    format_command,
-    is_script_safe,
-    predict_commands,
-)
+from viz.pack import build_pack, compare_commands, explain_commands, predict_commands
 
 # Each would create MARKER (in the folder the script runs in) if the shell read it as code.
 QUOTABLE = list(SHELL_QUOTABLE_NAMES)
