@@ -84,6 +84,8 @@ def resolve_tracking_uri(uri: str | None) -> str:
         raise StoreError(f"--to-mlflow {redact_url(uri)!s} names a server without a scheme: "
                          f"did you mean http://{redact_url(uri)}?")
     match = _SCHEME.match(uri)
+    if match is None and uri.startswith("databricks"):
+        return uri  # MLflow's names for a Databricks workspace ("databricks", "databricks-uc")
     if match is None:
         return Path(uri).expanduser().resolve().as_uri()  # a plain folder the user named
     scheme, rest = match.group(1).lower(), match.group(2)

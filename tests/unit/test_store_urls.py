@@ -202,6 +202,17 @@ def test_a_plain_folder_is_the_folder_the_user_named_and_the_default_is_the_cach
     assert _cwd_listing() == ["envfolder", "named"]
 
 
+def test_tracking_uris_are_resolved_once(tmp_path):
+    from backbones.results.mlflow_export import resolve_tracking_uri
+
+    assert resolve_tracking_uri(f"file:{tmp_path}") == resolve_tracking_uri(tmp_path.as_uri()) == tmp_path.as_uri()
+    assert resolve_tracking_uri("file://localhost/abs") == "file:///abs"
+    for uri in ("http://mlflow.lab:5000", "https://u:p@mlflow.lab/base", "databricks", "databricks://profile"):
+        assert resolve_tracking_uri(uri) == uri  # a URI with a scheme goes to MLflow as it is
+    assert resolve_tracking_uri("runs") == (Path.cwd() / "runs").as_uri()
+    assert _cwd_listing() == []  # resolving creates nothing
+
+
 @pytest.mark.parametrize(("uri", "expected"), REFUSED_TRACKING_URIS)
 def test_uris_that_name_no_folder_honestly_are_refused_and_create_nothing(one_result, uri, expected, capsys):
     assert main(["results", "--db", one_result, "--to-mlflow", uri]) == 2
