@@ -193,9 +193,10 @@ def postgres_params(text: str, form: str) -> dict[str, str]:
         raise StoreError("a PostgreSQL results database needs psycopg: pip install 'psycopg[binary]'") from exc
     try:
         return {k: str(v) for k, v in conninfo_to_dict(text).items()}
-    except Exception as exc:  # psycopg.ProgrammingError; its message may quote the text, password included
+    except Exception:  # psycopg.ProgrammingError; its message may quote the text, password included
+        # from None: a traceback printing the cause would show that text.
         raise StoreError(f"the results database {form} cannot be read as a PostgreSQL connection string: "
-                         f"{_POSTGRES_FORMS}") from exc
+                         f"{_POSTGRES_FORMS}") from None
 
 
 def postgres_where(params: dict[str, str]) -> str:
