@@ -276,18 +276,46 @@ def summary(option: str, key: str, input_size: tuple[int, int, int] | None = Non
     return summarize_model(option, input_size=input_size)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str]]:
-    """``(runs, errors)`` from uploaded logs: each bad file gives one message, the rest still load."""
+#: Most runs the Training page lays out (each has a name field): several capped logs together.
+TRAINING_MAX_RUNS = 100
+#: Most epochs one cached read keeps (every run of every file): bounds each cache entry's memory.
+TRAINING_MAX_EPOCHS = 100_000
+
+
+def training_runs(files: tuple[tuple[str, bytes], ...]) -> tuple[list, list[str], list[str]]:
+    """``(runs, errors, notices)`` from uploaded logs: each bad file gives one error, the rest still load.
+
+    Cached by the files' names and content digests (the bytes are not hashed again on every rerun,
+    nor kept): at most 4 results, each at most :data:`TRAINING_MAX_RUNS` runs and
+    :data:`TRAINING_MAX_EPOCHS` epochs.
+    """
+    return _training_runs(tuple((name, digest(data)) for name, data in files), files)
+
+
+@st.cache_data(show_spinner=False, max_entries=4, ttl=3600)
+def _training_runs(key: tuple[tuple[str, str], ...], _files: tuple[tuple[str, bytes], ...]):  # noqa: ARG001 - the cache key
     from backbones.data.logs import read_log
 
-    runs, errors = [], []
-    for name, data in files:
+    runs, errors, notices = [], [], []
+    epochs = 0
+    for name, data in _files:
         try:
-            runs.extend(read_log(data, filename=name))
+            found = read_log(data, filename=name, notices=notices)
         except BackboneError as exc:
             errors.append(str(exc))
-    return runs, errors
+            continue
+        count = sum(len(r.epochs) for r in found)
+        if epochs + count > TRAINING_MAX_EPOCHS:
+            errors.append(f"{Path(name).name}: {count:,} epochs; this page keeps at most {TRAINING_MAX_EPOCHS:,} "
+                          "in all (read it with python -m backbones logs)")
+            continue
+        epochs += count
+        runs.extend(found)
+    if len(runs) > TRAINING_MAX_RUNS:
+        notices.append(f"{len(runs)} runs uploaded; the first {TRAINING_MAX_RUNS} are shown "
+                       f"({len(runs) - TRAINING_MAX_RUNS} dropped)")
+        runs = runs[:TRAINING_MAX_RUNS]
+    return runs, errors, notices
 
 
 @st.cache_data(show_spinner=False)

@@ -106,6 +106,13 @@ def store_name(option: str) -> str:
     return option[len(CUSTOM_PREFIX) :] if option.startswith(CUSTOM_PREFIX) else option
 
 
+def model_ref(option: str) -> tuple[str, str | None]:
+    """``(name, checkpoint architecture or None)``: how a pack's command lines name this option (viz.pack)."""
+    name = store_name(option)
+    custom = custom_models().get(name) if option.startswith(CUSTOM_PREFIX) else None
+    return name, (custom.arch if custom is not None else None)
+
+
 def push_notice(message: str) -> None:
     init_session()
     st.session_state[NOTICES].append(message)

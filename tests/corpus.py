@@ -449,11 +449,77 @@ def junk_log() -> bytes:
     return b"".join(parts)
 
 
+def many_headings_log(headings: int = 20_000) -> bytes:
+    """A Markdown document of ``headings`` runs, one epoch each (20,000: about 1.8 MB, issue 21)."""
+    return "".join(f"## Run {i}\n\nepoch 1, loss 0.5000, train accuracy 0.800, test accuracy 0.700, use time 1.5\n\n"
+                   for i in range(headings)).encode()
+
+
+#: Right-to-left override and friends: "\u202egol.exe" shows as "exe.log" (issue 21); dropped from names.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+#: Names a visitor can give a checkpoint or a photo that a shell would run if unquoted (issue 21).
+SHELL_QUOTABLE_NAMES = (
+    "mine $(touch MARKER) x",
+    "a`touch MARKER`b",
+    "x; touch MARKER",
+    "it's \"$(touch MARKER)\" 'q'",
+    "-- --rm $HOME ${IFS} * ~ !! \\ & | > MARKER",
+)
+#: Names no script line can carry even quoted: written as placeholders, kept in settings.json.
+SHELL_UNWRITABLE_NAMES = (
+    "new\nline; touch MARKER",
+    "car\rriage $(touch MARKER)",
+    "\u202egnp.exe $(touch MARKER)",
+    "zero\u200bwidth",
+    "nul\x00byte",
+    "esc\x1b[2Jape",
+)
+#: A password holding every character a URL splits on.
+URL_SECRET = "hun/ter2@x:y"
+#: Results database names that are not a file, sqlite:///, postgresql:// or valid libpq keywords
+#: (issue 21): each refused in one line without the password, creating nothing.
+REFUSED_DATABASE_URLS = (
+    f"postgresql:/{URL_SECRET}",
+    f"postgresql:{URL_SECRET}",
+    f"mysql://lens:{URL_SECRET}@db/lens",
+    f"http://lens:{URL_SECRET}@db/lens",
+    f"results:{URL_SECRET}",
+    f"postgresql://lens:{URL_SECRET}@127.0.0.1:1/lens",
+    "postgresql://lens:hu@nter2@127.0.0.1:1/lens",
+    f"host=127.0.0.1 dbname=lens passwd={URL_SECRET}",
+    "host=127.0.0.1 dbname=lens password=hunter 2",
+    "a=b.sqlite",
+    "sqlite:/x.sqlite",
+    "  ",
+)
+#: MLflow tracking URIs that name no folder or server honestly, and the words of their refusal.
+REFUSED_TRACKING_URIS = (
+    ("mlflow.lab:5000", "did you mean http://mlflow.lab:5000?"),
+    ("127.0.0.1:5000/base", "did you mean http://127.0.0.1:5000/base?"),
+    ("http:/127.0.0.1:5000", "has no host: use http://HOST:PORT"),
+    ("file:relative", "is not an absolute file URI"),
+    ("file://otherhost/abs", "is not an absolute file URI"),
+    ("nosuchscheme:thing", "refused the export"),
+)
+
+
 def _log_items(root: Path) -> list[CorpusItem]:
     d = root / "logs"
     rng = random.Random(9)
     garbage = bytes(rng.randrange(256) for _ in range(4096))
+    bidi_log = "\n".join(["# \u202egol.exe" + BIDI_CONTROLS, *SEED_LOG_LINES]) + "\n"
     return [
+        CorpusItem(
+            "log_twenty_thousand_headings", _write(d / "many_headings.md", many_headings_log()), "log", "ok",
+            details={"runs": 50, "notice": "20,000 runs in one log; only the first 50 are read (19,950 dropped)"},
+            note="1.8 MB, 20,000 headings: 50 runs and a notice, not 20,000 name fields",
+        ),
+        CorpusItem(
+            "log_bidi_run_name", _write(d / "\u202ebidi.log", bidi_log.encode()), "log", "ok",
+            details={"epochs": 3, "test_acc": (0.405, 0.566, 0.640), "name": "gol.exe"},
+            note="right-to-left override in the heading and file name: dropped from the run name",
+        ),
         CorpusItem(
             "log_with_binary_junk", _write(d / "vgg19_junk.log", junk_log()), "log", "ok",
             details={"epochs": 3, "test_acc": (0.405, 0.566, 0.640)},

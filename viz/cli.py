@@ -224,8 +224,6 @@ def cmd_sanity(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    import shlex
-
     from backbones.inference.images import load_image
     from backbones.inference.predict import predict
     from backbones.zoo.models import load_model
@@ -235,13 +233,13 @@ def cmd_pack(args) -> int:
     from viz.quality import score_explanations
 
     image = load_image(args.image)
-    img_arg = shlex.quote(args.image)
     figures, predictions, rows, settings = {}, [], [], {"image": args.image, "models": [], "weights": {}, "layer": {},
                                                        "target": args.target, "methods": args.methods, "device": {}}
-    commands = [f"python -m viz pack {img_arg} --models {shlex.join(args.models)} --methods {shlex.join(args.methods)}"
-                f"{' --weights ' + shlex.quote(args.weights) if args.weights != 'default' else ''}"
-                f"{' --target ' + shlex.quote(args.target) if args.target else ''}"
-                f"{f' --faithfulness --steps {args.steps}' if args.faithfulness else ''} --out pack.zip"]
+    # Argument lists, quoted when the pack is written (viz.pack.format_command): names stay names.
+    commands: list = [["python", "-m", "viz", "pack", args.image, "--models", *args.models, "--methods", *args.methods,
+                       *(["--weights", args.weights] if args.weights != "default" else []),
+                       *(["--target", args.target] if args.target else []),
+                       *(["--faithfulness", "--steps", args.steps] if args.faithfulness else []), "--out", "pack.zip"]]
     for name in args.models:
         loaded = load_model(name, weights=args.weights, device=args.device)
         exps = explain_methods(loaded, image, methods=args.methods, target=args.target)
@@ -254,17 +252,18 @@ def cmd_pack(args) -> int:
         settings["layer"][loaded.name] = next((e.layer for e in exps if e.layer), None)
         settings["device"][loaded.name] = str(get_device_dtype(loaded.model)[0])
         predictions += [{"model": loaded.name, **t.to_dict()} for t in predict(loaded, [image])[0].topk]
-        commands.append(f"# figures/{safe_name(loaded.name)}.png: one heatmap overlay per panel")
+        commands.append(f"figures/{safe_name(loaded.name)}.png: one heatmap overlay per panel")
+        model_args = ["--model", loaded.name, "--weights", args.weights]
         for i, e in enumerate(exps):
-            layer = f" --layer {e.layer}" if e.layer else ""
-            commands.append(f"python -m viz cam {img_arg} --model {loaded.name} --weights {args.weights} --method {e.method}"
-                            f"{layer} --target {e.target.index} --out {safe_name(loaded.name + '_' + e.method)}.png")
+            layer = ["--layer", e.layer] if e.layer else []
+            commands.append(["python", "-m", "viz", "cam", args.image, *model_args, "--method", e.method, *layer,
+                             "--target", e.target.index, "--out", f"{safe_name(loaded.name + '_' + e.method)}.png"])
             row = {"model": loaded.name, "method": e.method, "layer": e.layer, "target_index": e.target.index,
                    "target_label": e.target.label, "target_prob": e.target.prob}
             if scores:
                 row.update({k: v for k, v in scores[i].to_dict().items() if k.endswith("_auc")})
-                commands.append(f"python -m viz faithfulness {img_arg} --model {loaded.name} --weights {args.weights} "
-                                f"--method {e.method}{layer} --target {e.target.index} --steps {args.steps} --json")
+                commands.append(["python", "-m", "viz", "faithfulness", args.image, *model_args, "--method", e.method,
+                                 *layer, "--target", e.target.index, "--steps", args.steps, "--json"])
             rows.append(row)
     data = build_pack(figures, {"predictions": predictions, "explanations": rows}, settings, commands)
     _write(args.out, lambda p: Path(p).write_bytes(data))

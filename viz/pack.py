@@ -10,6 +10,14 @@ that reproduce them, and returns the zip's bytes::
     settings.json        the given settings plus the library versions
     commands.sh          the CLI lines, runnable from the project root
 
+Commands are argument lists, never text: :func:`backbones.shell.format_command` writes each one with every
+value quoted by the shell's own rules (``shlex.quote``), so a checkpoint or photo named
+``$(rm -rf ~)`` stays a name. A value that no quoting makes safe to show in a script (control
+characters, newlines, NUL, bidi and other invisible format characters) is written as a neutral
+placeholder (``PLACEHOLDER_1``) whose original text is kept, as data, under ``placeholders`` in
+``settings.json``. :func:`predict_commands`, :func:`compare_commands` and :func:`explain_commands`
+are the lines of the dashboard's Predict, Compare and Explain packs.
+
 Figures of images are drawn with matplotlib's object API (no pyplot: no global
 state, safe in a server thread); :func:`render_explanations_figure` lays out a
 row of heatmaps with fonts readable from the back of a room.
@@ -31,6 +39,7 @@ from PIL import Image
 
 from backbones.errors import BackboneError
 from backbones.jsonsafe import json_safe
+from backbones.shell import format_command, format_comment
 from viz.inputs import ensure_rgb
 from viz.methods.registry import METHODS
 from viz.overlay import overlay_image
@@ -108,6 +117,63 @@ def safe_name(name: str) -> str:
     return clean
 
 
+def format_script(commands: Sequence[Sequence[object] | str], placeholders: dict[str, str]) -> str:
+    """``commands.sh``: a ``set -e`` script of the argument lists (``str`` items are comments)."""
+    lines = []
+    for item in commands:
+        lines.append(format_comment(item.lstrip("# ")) if isinstance(item, str) else format_command(item, placeholders))
+    head = ["#!/bin/sh", "# Reproduces the figures of this slide pack; run from the Backbone Lens project root."]
+    if placeholders:
+        head.append("# PLACEHOLDER_<n>: a name that cannot be written safely in a script; its text is under "
+                    '"placeholders" in settings.json.')
+    return "\n".join([*head, "set -e", *lines]) + "\n"
+
+
+def model_arguments(name: str, checkpoint_arch: str | None = None) -> list[str]:
+    """``--model NAME``, or for a checkpoint (labelled ``name``) ``--model ARCH --checkpoint NAME``."""
+    return ["--model", checkpoint_arch, "--checkpoint", name] if checkpoint_arch else ["--model", name]
+
+
+def predict_commands(images: Sequence[str], models: Sequence[tuple[str, str | None]], *, topk: int) -> list:
+    """The Predict pack's lines: one ``predict`` per model over the photos (``models``: ``(name, checkpoint arch)``)."""
+    lines: list = []
+    if any(arch for _, arch in models):
+        lines.append("--checkpoint names a checkpoint as labelled on the Models page: give the path of its file")
+    for name, arch in models:
+        lines.append(["python", "-m", "backbones", "predict", *images, *model_arguments(name, arch),
+                      "--topk", topk, "--json"])
+    return lines
+
+
+def compare_commands(models: Sequence[tuple[str, str | None]], *, device: str, batch_size: int,
+                     threads: int | None) -> list:
+    """The Compare pack's lines: ``bench`` (catalog models together, each checkpoint on its own line), then ``compare``."""
+    common = ["--device", device, "--batch-size", batch_size, *(["--threads", threads] if threads else [])]
+    catalog = [name for name, arch in models if not arch]
+    lines: list = [["python", "-m", "backbones", "bench", *catalog, *common, "--json"]] if catalog else []
+    for name, arch in models:
+        if arch:
+            lines.append(["python", "-m", "backbones", "bench", arch, "--checkpoint", name, *common, "--json"])
+    lines.append(["python", "-m", "backbones", "compare", *[name for name, _ in models], "--device", device,
+                  "--batch-size", batch_size, "--json"])
+    return lines
+
+
+def explain_commands(image: str, model: tuple[str, str | None], *, method: str, layer: str | None,
+                     target: int) -> list:
+    """The Explain pack's lines: the overlay, its faithfulness scores and the top-5 of one model."""
+    name, arch = model
+    args = model_arguments(name, arch)
+    layer_args = ["--layer", layer] if layer else []
+    return [
+        ["python", "-m", "viz", "cam", image, *args, "--method", method, *layer_args, "--target", target,
+         "--out", "overlay.png", "--json"],
+        ["python", "-m", "viz", "faithfulness", image, *args, "--method", method, *layer_args, "--target", target,
+         "--json"],
+        ["python", "-m", "backbones", "predict", image, *args, "--topk", 5, "--json"],
+    ]
+
+
 def _add(zf: zipfile.ZipFile, name: str, data: bytes | str, *, executable: bool = False) -> None:
     info = zipfile.ZipInfo(name, date_time=_EPOCH)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -126,10 +192,16 @@ def build_pack(
     ``figures`` maps a name to a matplotlib figure, PIL image or PNG bytes;
     ``tables`` a name to a DataFrame or rows of dicts; ``settings`` (models,
     weights, layer, target, method, device, ...) gets ``versions`` unless it has
-    them; ``commands`` are shell lines that reproduce the figures.
+    them; ``commands`` are the argument lists that reproduce the figures (a ``str``
+    is a comment), written by :func:`format_script`; values that cannot be written in a
+    script are kept under ``placeholders`` in ``settings.json``.
     """
     settings = dict(settings)
     settings.setdefault("versions", collect_versions())
+    placeholders: dict[str, str] = {}
+    script = format_script(commands, placeholders)
+    if placeholders:
+        settings["placeholders"] = placeholders
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, fig in figures.items():
@@ -137,8 +209,7 @@ def build_pack(
         for name, table in tables.items():
             _add(zf, f"tables/{safe_name(name)}.csv", table_csv(table))
         _add(zf, "settings.json", json.dumps(json_safe(settings), indent=2, ensure_ascii=False) + "\n")
-        script = ["#!/bin/sh", "# Reproduces the figures of this slide pack; run from the Backbone Lens project root.", "set -e"]
-        _add(zf, "commands.sh", "\n".join([*script, *commands]) + "\n", executable=True)
+        _add(zf, "commands.sh", script, executable=True)
     return buf.getvalue()
 
 

@@ -103,9 +103,10 @@ def print_evaluation(args, loaded, result) -> int:
         from backbones.cli.measure import warnings_on_stderr
         from backbones.results.store import ResultsStore
 
+        store = ResultsStore(keep_locally=True)
         with warnings_on_stderr():  # a results server that is down: kept locally, with a warning line
-            row = save_evaluation(result, store=ResultsStore(keep_locally=True))
-        print(f"saved to the results store (id {row})", file=sys.stderr)
+            row = save_evaluation(result, store=store)
+        print(f"{store.describe_stored(1)} (id {row})", file=sys.stderr)
     if args.json:
         emit_json(result.to_dict())
         return 0

@@ -48,12 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "otherwise: show only rows from LABEL ('here' for this machine)")
     p.add_argument("--kind", default=None, help="only rows of this kind (latency, evaluation)")
     p.add_argument("--model", default=None, help="only rows of this model")
-    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file or a postgresql:// URL")
+    p.add_argument("--db", default=None, metavar="PATH", help="results database: a file, sqlite:///FILE, "
+                   "a postgresql:// URL or libpq keywords 'host=H dbname=D ...'")
     p.add_argument("--push", action="store_true",
                    help="send the results bench/eval kept locally while the --db server was unreachable")
     p.add_argument("--to-mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
-                   help="export every stored result as an MLflow run (default URI: $MLFLOW_TRACKING_URI, "
-                   "else ./mlruns); re-exporting adds no duplicates")
+                   help="export every stored result as an MLflow run: http(s)://HOST:PORT, file:///FOLDER, "
+                   "any URI MLflow takes, or a folder (default: $MLFLOW_TRACKING_URI, else the cache directory's "
+                   "mlruns); re-exporting adds no duplicates")
     p.add_argument("--experiment", default=None, metavar="NAME",
                    help="with --to-mlflow: the MLflow experiment (default backbone-lens)")
     p.set_defaults(handler=cmd_results)
@@ -130,7 +132,7 @@ def cmd_bench(args) -> int:
                    "params", "MACs (1 image)", "state_dict MiB"]
         print(format_table(rows, headers))
     if store is not None:
-        print(f"stored {len(results)} result(s) in {store.where}", file=sys.stderr)
+        print(store.describe_stored(len(results)), file=sys.stderr)
     return 0
 
 

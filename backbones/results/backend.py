@@ -11,9 +11,10 @@ written by a newer Backbone Lens is refused rather than written with an older id
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from backbones.errors import StoreError
@@ -67,8 +68,20 @@ def why(exc: BaseException) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``.
+
+    The password runs to the last ``@`` before any ``?`` or ``#``: one typed without
+    percent-encoding its ``/`` or ``@`` is hidden too (a path with an ``@`` loses a little more).
+    """
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*)", url)
+    if match is None:
+        return url
+    head, body = match.group(1), match.group(2)
+    user_end = body.rfind("@")
+    colon = body.find(":", 0, user_end)
+    if user_end < 0 or colon < 0 or body.startswith("/"):  # no user part ("file:///a:b@c" is a path)
+        return url
+    return head + body[:colon] + ":***" + body[user_end:] + url[match.end():]
 
 
 def newer_schema_error(where: str, found: int) -> StoreError:
@@ -146,37 +159,89 @@ class Backend:
 
 # --------------------------------------------------------------------- database URLs
 
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# A scheme is two or more characters (a one-letter "scheme" is a Windows drive), then ':'.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+# libpq's keyword form starts with a keyword and '=' (``host=db.lab dbname=lens``).
+_KEYWORD = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+_POSTGRES_FORMS = ("postgresql://USER:PASSWORD@HOST:PORT/DATABASE (percent-encode / @ : in the password) "
+                   "or libpq keywords host=HOST port=PORT dbname=DATABASE user=USER password='PASSWORD'")
+_FORMS = f"use a file path, sqlite:///FILE, {_POSTGRES_FORMS}"
 
 
 @dataclass(frozen=True)
 class DatabaseURL:
-    """Where the results live: ``scheme`` ("sqlite" or "postgresql") and the rest of the text."""
+    """Where the results live, decided once by :func:`parse_database_url`.
+
+    ``scheme`` is "sqlite" or "postgresql"; ``target`` the SQLite file path or the libpq
+    connection string (a URL or keywords, with its password: never printed, left out of
+    ``repr``); ``where`` names the database for messages (never with a password).
+    """
 
     scheme: str
-    target: str  # sqlite: the file path; postgresql: the whole URL (with its password: never print it)
+    target: str = field(repr=False)
+    where: str = ""
 
     def to_dict(self) -> dict:
-        return {"scheme": self.scheme}  # the target may hold a password
+        return {"scheme": self.scheme, "where": self.where}  # the target may hold a password
+
+
+def postgres_params(text: str, form: str) -> dict[str, str]:
+    """libpq's own reading of a URL or keyword string, or one line that quotes none of it (it may hold a password)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError as exc:
+        raise StoreError("a PostgreSQL results database needs psycopg: pip install 'psycopg[binary]'") from exc
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(text).items()}
+    except Exception:  # psycopg.ProgrammingError; its message may quote the text, password included
+        # from None: a traceback printing the cause would show that text.
+        raise StoreError(f"the results database {form} cannot be read as a PostgreSQL connection string: "
+                         f"{_POSTGRES_FORMS}") from None
+
+
+def postgres_where(params: dict[str, str]) -> str:
+    user = params.get("user") or ""
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    dbname = params.get("dbname") or user or "postgres"
+    return f"postgresql://{user + '@' if user else ''}{host}:{params.get('port') or '5432'}/{dbname}"
 
 
 def parse_database_url(text: str) -> DatabaseURL:
-    """A file path or ``sqlite:///path`` (SQLite) or ``postgresql://user:pass@host:port/db`` (PostgreSQL).
+    """Decide what ``text`` names: a SQLite file or a PostgreSQL database, or :class:`StoreError`.
 
-    ``sqlite:///relative.sqlite`` and ``sqlite:////absolute/path.sqlite``, as in SQLAlchemy.
+    Accepted: a plain file path; ``sqlite:///relative/file`` or ``sqlite:////absolute/file`` (as in
+    SQLAlchemy); ``postgresql://`` / ``postgres://`` URLs; a libpq keyword string
+    (``host=db.lab port=5432 dbname=lens user=lens password='a b'``). Anything else with a scheme
+    (``postgresql:/x``, ``mysql://``, ``http://``, ``name:thing``) or in the keyword shape that libpq
+    cannot read is refused with one line that never holds the text (it may hold a password); a file
+    whose name looks like either is named ``./name``. In a URL, a password holding ``/``, ``@`` or
+    ``:`` must be percent-encoded (libpq would take part of it for the host): an ``@`` after the
+    host is refused rather than guessed.
     """
-    match = _URL.match(text)
-    if match is None:
-        return DatabaseURL("sqlite", text)
-    scheme = match.group(1).lower()
-    if scheme == "sqlite":
-        path = text[match.end():]
-        if not path.startswith("/") or path == "/":
-            raise StoreError("a SQLite database URL is sqlite:///relative/file or sqlite:////absolute/file")
-        return DatabaseURL("sqlite", path[1:])
-    if scheme in ("postgresql", "postgres"):
-        return DatabaseURL("postgresql", text)
-    raise StoreError(
-        f"unsupported results database URL scheme {scheme[:20]!r}: use a file path, sqlite:///FILE "
-        "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-    )
+    text = os.fspath(text)
+    match = _SCHEME.match(text)
+    if match is not None:
+        scheme = match.group(1).lower()
+        rest = text[match.end():]
+        if scheme == "sqlite":
+            if not rest.startswith("///") or rest == "///":
+                raise StoreError("a SQLite database URL is sqlite:///relative/file or sqlite:////absolute/file")
+            return DatabaseURL("sqlite", rest[3:], rest[3:])
+        if scheme in ("postgresql", "postgres"):
+            if not rest.startswith("//"):
+                raise StoreError(f"a {scheme}: results database URL starts with {scheme}:// ({_POSTGRES_FORMS})")
+            after_host = rest[2:].partition("/")[2].partition("?")[0]
+            if "@" in after_host or rest[2:].partition("/")[0].count("@") > 1:
+                raise StoreError("the postgresql:// results database URL has an '@' after its host: percent-encode "
+                                 "'/', '@' and ':' in the password (%2F, %40, %3A) or use the keyword form "
+                                 "password='...'")
+            params = postgres_params(text, "URL")
+            return DatabaseURL("postgresql", text, postgres_where(params))
+        raise StoreError(f"unsupported results database URL scheme {scheme[:20]!r}: {_FORMS} "
+                         "(a file whose name has a colon: ./NAME)")
+    if _KEYWORD.match(text):
+        params = postgres_params(text, "keyword string (a file whose name has '=': ./NAME)")
+        return DatabaseURL("postgresql", text, postgres_where(params))
+    if not text.strip():
+        raise StoreError(f"the results database is empty: {_FORMS}")
+    return DatabaseURL("sqlite", text, text)

@@ -7,18 +7,26 @@ no duplicates. Per run: params (model, weights, device, batch size, threads, mac
 metrics (latency median/p10/p90 and images/s; top-1/top-5), and for evaluations the confusion
 matrix as CSV and PNG. One more run, tagged ``backbones.role=comparison``, holds the latency
 comparison chart, redrawn on each export. Needs ``mlflow-skinny`` (imported only here).
+
+The tracking URI is decided once (:func:`resolve_tracking_uri`): nothing is created in a folder the
+user did not name, passwords in ``http://user:password@host`` never appear in a message (MLflow's own
+error text included), and an unreachable server fails in seconds (:data:`HTTP_SETTINGS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from backbones.errors import StoreError
+from backbones.paths import cache_dir
 from backbones.results.backend import redact_url, why
 from backbones.results.charts import draw_confusion, draw_latency_comparison
 from backbones.results.comparison import comparison_rows
@@ -44,14 +52,84 @@ class MlflowExport:
         return asdict(self)
 
 
+# A scheme: two or more characters (one letter is a Windows drive), then ':'.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
+# ``host:port`` (or ``[v6]:port``) with an optional path: a server named without its scheme.
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})(/.*)?$")
+#: MLflow's HTTP settings during an export, unless the user set them: an unreachable server fails
+#: in seconds (MLflow's defaults, 120 s per request and 7 retries with back-off, took 254 s).
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+
+
+def default_tracking_folder() -> Path:
+    """Where runs go when no URI is named: ``cache_dir()/mlruns`` (never a folder the user did not name here)."""
+    return cache_dir() / "mlruns"
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns`` (a local folder: no server needed)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    """The MLflow tracking URI to use, decided once; :class:`StoreError` for what cannot be meant.
+
+    ``uri``, else ``$MLFLOW_TRACKING_URI``, else :func:`default_tracking_folder`. A URI with a
+    scheme goes to MLflow as it is (``http://``, ``https://``, ``databricks``, ...), except that a
+    ``file:`` URI is written in its one canonical form (``file:/abs`` and ``file:///abs`` are the
+    same folder) and ``file:relative`` is refused (it names no folder honestly). ``host:port``
+    without a scheme is refused with "did you mean http://host:port"; ``http:/host`` (one slash)
+    is refused. Anything else is a plain folder the user named.
+    """
+    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
     if not uri:
-        return Path("mlruns").resolve().as_uri()
-    if "://" not in uri and not uri.startswith("databricks"):
-        return Path(uri).expanduser().resolve().as_uri()  # a plain folder
+        return default_tracking_folder().resolve().as_uri()
+    if _HOST_PORT.match(uri):
+        raise StoreError(f"--to-mlflow {redact_url(uri)!s} names a server without a scheme: "
+                         f"did you mean http://{redact_url(uri)}?")
+    match = _SCHEME.match(uri)
+    if match is None and uri.startswith("databricks"):
+        return uri  # MLflow's names for a Databricks workspace ("databricks", "databricks-uc")
+    if match is None:
+        return Path(uri).expanduser().resolve().as_uri()  # a plain folder the user named
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme == "file":
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise StoreError(f"the MLflow URI {redact_url(uri)} is not an absolute file URI: use file:///ABSOLUTE/FOLDER "
+                             "or a plain folder path")
+        return Path(unquote(parts.path)).as_uri()
+    if scheme in ("http", "https") and not (rest.startswith("//") and urlsplit(uri).hostname):
+        raise StoreError(f"the MLflow URI {redact_url(uri)} has no host: use {scheme}://HOST:PORT")
     return uri
+
+
+def _scrub(text: str, uri: str) -> str:
+    """``text`` (MLflow's or the HTTP library's words) without the URI's password in any spelling."""
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    body = uri.partition("://")[2].rpartition("@")[0]
+    for secret in {password, unquote(password or ""), body.partition(":")[2]} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+@contextlib.contextmanager
+def _bounded_http():
+    """MLflow's :data:`HTTP_SETTINGS` for the export (a user's own values win), then as they were."""
+    saved = {name: os.environ.get(name) for name in HTTP_SETTINGS}
+    for name, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_params(row: StoredResult) -> dict[str, str]:
@@ -160,17 +238,19 @@ def export_to_mlflow(store, tracking_uri: str | None = None, *, experiment: str 
     except ImportError as exc:
         raise StoreError("--to-mlflow needs MLflow: pip install mlflow-skinny") from exc
     rows = store.query()
+    shown = redact_url(uri)
     try:
-        client = MlflowClient(tracking_uri=uri)
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-        done = _tagged_runs(client, experiment_id, RUN_ID_TAG)
-        new = [r for r in rows if r.uid not in done]
-        for row in new:
-            _export_row(client, experiment_id, row)
-        _export_comparison(client, experiment_id, store)
+        with _bounded_http():
+            client = MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+            done = _tagged_runs(client, experiment_id, RUN_ID_TAG)
+            new = [r for r in rows if r.uid not in done]
+            for row in new:
+                _export_row(client, experiment_id, row)
+            _export_comparison(client, experiment_id, store)
     except MlflowException as exc:
-        raise StoreError(f"MLflow at {redact_url(uri)} refused the export: {why(exc)}") from exc
-    except OSError as exc:
-        raise StoreError(f"cannot export to MLflow at {redact_url(uri)}: {why(exc)}") from exc
-    return MlflowExport(redact_url(uri), experiment, experiment_id, created=len(new), existing=len(rows) - len(new))
+        raise StoreError(f"MLflow at {shown} refused the export: {_scrub(why(exc), uri)}") from None
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors; a URL it cannot use, ValueError
+        raise StoreError(f"cannot export to MLflow at {shown}: {_scrub(why(exc), uri)}") from None
+    return MlflowExport(shown, experiment, experiment_id, created=len(new), existing=len(rows) - len(new))

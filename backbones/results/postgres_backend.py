@@ -15,9 +15,10 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from urllib.parse import quote
 
 from backbones.errors import StoreError
-from backbones.results.backend import PROBE, Backend, StoreUnavailable, T, Work, why
+from backbones.results.backend import PROBE, Backend, StoreUnavailable, T, Work, postgres_params, postgres_where, why
 
 # Only one client at a time checks and upgrades the schema (pg_advisory_xact_lock key: "backbone" in ASCII).
 _SCHEMA_LOCK = 0x6261636B626F6E65
@@ -70,19 +71,16 @@ class PostgresBackend(Backend):
     def __init__(self, url: str, notify: Callable[[str], None]):
         try:
             import psycopg  # noqa: F401
-            from psycopg.conninfo import conninfo_to_dict
         except ImportError as exc:
-            raise StoreError("a postgresql:// results database needs psycopg: pip install 'psycopg[binary]'") from exc
-        try:
-            params = {k: str(v) for k, v in conninfo_to_dict(url).items()}
-        except Exception as exc:  # psycopg.ProgrammingError; its message may quote the URL, password included
-            raise StoreError("the postgresql:// results database URL cannot be read (check its syntax)") from exc
+            raise StoreError("a PostgreSQL results database needs psycopg: pip install 'psycopg[binary]'") from exc
+        # A URL or a libpq keyword string, read by libpq itself (parse_database_url chose it).
+        params = postgres_params(url, "URL")
         self._password = params.get("password", "")
-        self.host = params.get("host") or "localhost"
+        self.host = params.get("host") or params.get("hostaddr") or "localhost"
         self.port = params.get("port") or "5432"
         self.user = params.get("user") or ""
         self.dbname = params.get("dbname") or self.user or "postgres"
-        self.where = f"postgresql://{self.user + '@' if self.user else ''}{self.host}:{self.port}/{self.dbname}"
+        self.where = postgres_where(params)
         params.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
         params.setdefault("application_name", "backbone-lens")
         self._params = params
@@ -94,7 +92,11 @@ class PostgresBackend(Backend):
         self._version_checked = False
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        if not self._password:
+            return text
+        for spelling in (self._password, quote(self._password, safe=""), quote(self._password)):
+            text = text.replace(spelling, "***")
+        return text
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         message = why(exc)

@@ -11,7 +11,8 @@ evaluations), with the environment it was measured in and where it comes from
     store.export_json("mine.json")              # take it to a colleague ...
     store.import_json("gpu-box.json")           # ... or bring theirs: source = their machine label
 
-The database is named by a file path, ``sqlite:///FILE``, or ``postgresql://...``; one small
+The database is named by a file path, ``sqlite:///FILE``, ``postgresql://...`` or a libpq keyword string
+(``host=... dbname=...``), decided once by :func:`~backbones.results.backend.parse_database_url`; one small
 backend class per database (:mod:`~backbones.results.sqlite_backend`,
 :mod:`~backbones.results.postgres_backend`) runs the same SQL on the same versioned schema
 (:mod:`~backbones.results.backend`). Every row has a unique run id (``uid``) and inserts are
@@ -113,6 +114,8 @@ class ResultsStore:
         self.notices: list[str] = []
         self.backend = BACKENDS[url.scheme](url.target, self._notify)
         self.keep_locally = keep_locally
+        #: Results :meth:`add` kept in the local default because this database was unreachable.
+        self.kept_locally = 0
 
     @property
     def path(self) -> Path | None:
@@ -201,8 +204,18 @@ class ResultsStore:
             return row_id
 
         row_id = local.backend.write(keep)
+        self.kept_locally += 1
         self._notify(f"{exc}; kept this result in {local.where}: send it with `{PUSH_HINT}` once the server is back")
         return row_id
+
+    def describe_stored(self, count: int) -> str:
+        """Where ``count`` results just added went, in one line: this database, and the local
+        default for those kept there while it was unreachable (never "stored in" a server that got none)."""
+        kept = min(self.kept_locally, count)
+        parts = [f"stored {count - kept} result(s) in {self.where}"] if count > kept else []
+        if kept:
+            parts.append(f"kept {kept} result(s) in {local_path()} for {self.where}: send with `{PUSH_HINT}`")
+        return "; ".join(parts) or f"stored 0 results in {self.where}"
 
     def push(self) -> int:
         """Send the results kept locally for this database while it was unreachable; returns how many were sent.

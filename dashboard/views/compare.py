@@ -277,7 +277,7 @@ def pack_bytes() -> bytes:
     """The slide pack of this page: accuracy against MACs and against latency, the table, settings, commands."""
     from backbones.results.charts import draw_accuracy_vs_cost, draw_latency_comparison
     from backbones.results.comparison import ComparisonRow
-    from viz.pack import build_pack
+    from viz.pack import build_pack, compare_commands
 
     figures = {"accuracy-vs-gmacs": draw_accuracy_vs_cost(rows, "gmacs", "GMACs per image (multiply-accumulates)")}
     if any(r["latency_ms"] is not None for r in rows):
@@ -285,14 +285,11 @@ def pack_bytes() -> bytes:
         figures["latency"] = draw_latency_comparison(
             [ComparisonRow(**{k: v for k, v in r.items() if k not in ("params_m", "gmacs")}) for r in rows]
         )
-    names = " ".join(state.store_name(o) for o in models)
     return build_pack(
         figures,
         {"comparison": table},
         {"models": [state.store_name(o) for o in models], "device": device, "batch_size": batch_size, "threads": threads_filter},
-        [f"python -m backbones bench {names} --device {device} --batch-size {batch_size}"
-         + (f" --threads {threads_filter}" if threads_filter else "") + " --json",
-         f"python -m backbones compare {names} --device {device} --batch-size {batch_size} --json"],
+        compare_commands([state.model_ref(o) for o in models], device=device, batch_size=batch_size, threads=threads_filter),
     )
 
 

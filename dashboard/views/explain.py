@@ -169,22 +169,18 @@ faithfulness_panel()
 
 def pack_bytes() -> bytes:
     """The slide pack of this view: the overlay figure, top-5 and scores as CSV, settings and CLI lines."""
-    from viz.pack import build_pack, render_explanations_figure
+    from viz.pack import build_pack, explain_commands, render_explanations_figure
 
     f = caches.faithfulness(option, key, data, name, method, layer, target)
     caption = f"deletion {f.score.deletion_auc:.3f} (random {f.random.deletion_auc:.3f}) · insertion {f.score.insertion_auc:.3f} (random {f.random.insertion_auc:.3f})"
     figure = render_explanations_figure(image, [exp], title=f"{state.display_name(option)} · {METHODS[method].title}", captions=[caption])
-    target_arg = f" --target {exp.target.index}"
-    layer_arg = f" --layer {layer}" if layer else ""
     model = state.store_name(option)
     return build_pack(
         {"explanation": figure},
         {"top5": predictions, "faithfulness": [f.to_dict() | {"target": exp.target.label}]},
         {"models": [model], "weights": loaded.weights, "layer": layer, "target": exp.target.to_dict(),
          "method": method, "device": str(loaded.device), "image": name},
-        [f"python -m viz cam IMG --model {model} --method {method}{layer_arg}{target_arg} --out overlay.png --json",
-         f"python -m viz faithfulness IMG --model {model} --method {method}{target_arg} --json",
-         f"python -m backbones predict IMG --model {model} --topk 5 --json"],
+        explain_commands(name, state.model_ref(option), method=method, layer=layer, target=exp.target.index),
     )
 
 

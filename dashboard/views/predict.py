@@ -56,7 +56,7 @@ for name, data, image, info in images:
 
 def pack_bytes() -> bytes:
     """The slide pack of this page: one figure per photo with every backbone's top-k, the numbers, the commands."""
-    from viz.pack import build_pack, render_topk_figure
+    from viz.pack import build_pack, predict_commands, render_topk_figure
 
     figures, tables = {}, {}
     for name, data, image, _ in images:
@@ -73,7 +73,7 @@ def pack_bytes() -> bytes:
         figures,
         tables,
         {"models": models, "images": [n for n, *_ in images], "topk": topk, "device": state.device()},
-        [f"python -m backbones predict IMG --model {m} --topk {topk} --json" for m in models],
+        predict_commands([n for n, *_ in images], [state.model_ref(o) for o, _ in runnable], topk=topk),
     )
 
 

@@ -14,11 +14,13 @@ st.caption(t("training.caption"))
 uploads = st.file_uploader(t("training.upload"), accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
 use_demo = st.toggle(t("training.demo"), value=not uploads, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
-runs, problems = caches.training_runs(tuple(files)) if files else ([], [])
+runs, problems, notices = caches.training_runs(tuple(files)) if files else ([], [], [])
 if use_demo:
     runs = [*runs, *caches.demo_runs()]
 for message in problems:
     st.error(components.md(message), icon=":material/error:")
+for message in notices:
+    st.warning(components.md(message), icon=":material/warning:")
 if not runs:
     st.info(t("training.empty"))
     st.stop()
@@ -27,7 +29,9 @@ st.markdown(f"**{t('training.name_runs')}**")
 named = []
 cols = st.columns(3)
 for i, run in enumerate(runs):
-    name = cols[i % 3].text_input(components.md(run.source), run.name, key=f"train_name_{i}")
+    # Keyed by the run, not only its place: after an upload, field 0 must not keep the old run 0's name.
+    run_key = caches.digest(f"{run.source}\0{run.name}".encode())
+    name = cols[i % 3].text_input(components.md(run.source), run.name, key=f"train_name_{i}_{run_key}")
     try:
         named.append(run.renamed(name) if name != run.name else run)
     except BackboneError as exc:

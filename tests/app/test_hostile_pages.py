@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.conftest import errors, no_exception, open_page
-from tests.corpus import build_corpus
+from tests.corpus import BIDI_CONTROLS, build_corpus
 
 MIME = "application/octet-stream"
 
@@ -76,3 +76,10 @@ def test_junk_training_log_on_the_training_page(app, corpus):
     app.run()
     no_exception(app)
     assert len(errors(app)) == len([i for i in logs if not i.ok])
+    # 20,000 headings: 50 name fields and one notice, not 20,000 fields; bidi controls gone from names.
+    many = next(i for i in logs if i.details.get("runs"))
+    assert any(many.details["notice"] in w.value for w in app.warning)
+    names = [w.value for w in app.text_input if w.key and w.key.startswith("train_name_")
+             and not w.value.startswith("demo · ")]  # the demo runs are on: the toggle was set before the upload
+    assert len(names) == sum(i.details.get("runs", 1) for i in logs if i.ok)
+    assert "gol.exe" in names and not any(set(BIDI_CONTROLS) & set(n) for n in names)

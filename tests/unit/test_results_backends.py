@@ -34,7 +34,7 @@ def _local_default(tmp_path, monkeypatch):
 
 
 def test_database_urls():
-    assert parse_database_url("/data/r.sqlite") == backend.DatabaseURL("sqlite", "/data/r.sqlite")
+    assert parse_database_url("/data/r.sqlite") == backend.DatabaseURL("sqlite", "/data/r.sqlite", "/data/r.sqlite")
     assert parse_database_url("sqlite:///rel/r.sqlite").target == "rel/r.sqlite"
     assert parse_database_url("sqlite:////abs/r.sqlite").target == "/abs/r.sqlite"
     assert parse_database_url("postgresql://u:p@h/db").scheme == "postgresql"

@@ -217,7 +217,7 @@ def test_build_pack_takes_figures_tables_settings_and_commands():
         {"curve": fig, "pil": small, "bytes": buf.getvalue(), "explain": render_explanations_figure(tiny_image(), [])},
         {"frame": pd.DataFrame({"a": [1, 2]}), "rows": [{"model": "m", "auc": 0.5}]},
         {"models": ["m"]},
-        ["python -m viz methods"],
+        [["python", "-m", "viz", "methods"]],
     )
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()

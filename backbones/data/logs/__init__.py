@@ -30,7 +30,10 @@ training one. Accuracies are fractions: values written with ``%``, or a run whos
 accuracies exceed 1, are divided by 100 (the run's ``notes`` say so).
 
 Malformed input raises :class:`LogFormatError` (one line); partly valid logs
-keep what parses and count the rest in ``Run.skipped_lines``.
+keep what parses and count the rest in ``Run.skipped_lines``. What one log may cost is capped:
+:data:`MAX_RUNS_PER_LOG` runs (the rest dropped, with a notice), :data:`MAX_EVENT_BYTES` of
+TensorBoard events and :data:`MAX_SCALARS` scalar values (refused past either); run names lose
+bidi control characters (``"\u202egol.exe"`` would show as "exe.log").
 
 Modules: ``runs`` (the :class:`Run` and :class:`Epoch` types every parser returns),
 ``metrics`` (the metric-name classifier), one parser per format (``text_log``,
@@ -45,18 +48,22 @@ from backbones.data.logs.csv_log import parse_csv_log
 from backbones.data.logs.demo import demo_logs, demo_runs
 from backbones.data.logs.metrics import classify_metric
 from backbones.data.logs.reader import MAX_LOG_BYTES, parse_log_text, read_log, read_logs
-from backbones.data.logs.runs import FIELDS, Best, Epoch, Run, summarize_runs, usual_step
-from backbones.data.logs.tensorboard_log import read_tensorboard
+from backbones.data.logs.runs import FIELDS, MAX_RUNS_PER_LOG, Best, Epoch, Run, clean_label, summarize_runs, usual_step
+from backbones.data.logs.tensorboard_log import MAX_EVENT_BYTES, MAX_SCALARS, read_tensorboard
 from backbones.data.logs.text_log import MAX_LINE_CHARS, parse_text_log
 
 __all__ = [
     "FIELDS",
+    "MAX_EVENT_BYTES",
     "MAX_LINE_CHARS",
     "MAX_LOG_BYTES",
+    "MAX_RUNS_PER_LOG",
+    "MAX_SCALARS",
     "Best",
     "Epoch",
     "Run",
     "classify_metric",
+    "clean_label",
     "demo_logs",
     "demo_runs",
     "parse_csv_log",

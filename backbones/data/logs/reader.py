@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from backbones.data.logs import runs as _runs
 from backbones.data.logs.csv_log import looks_like_csv, parse_csv_log
-from backbones.data.logs.runs import Run
+from backbones.data.logs.runs import Run, cap_runs
 from backbones.data.logs.tensorboard_log import read_tensorboard
 from backbones.data.logs.text_log import parse_text_log
 from backbones.errors import LogFormatError
@@ -55,13 +56,26 @@ def read_log(
     *,
     name: str | None = None,
     filename: str | None = None,
+    max_runs: int | None = None,
+    notices: list[str] | None = None,
 ) -> list[Run]:
     """Runs from one log: a path (text, CSV, TensorBoard file or directory) or uploaded bytes.
 
     ``filename`` names uploaded bytes (its ending picks the format, its stem the
     run name). ``name`` renames the run; a file holding several runs gets
-    ``"<name> (<heading>)"``. Raises :class:`LogFormatError`.
+    ``"<name> (<heading>)"``. At most ``max_runs`` (:data:`MAX_RUNS_PER_LOG`) runs are kept; the one-line notice
+    saying how many were dropped is appended to ``notices`` (and to the first run's notes).
+    Raises :class:`LogFormatError`.
     """
+    runs = _read_log(source, name=name, filename=filename)
+    label = Path(filename or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "upload")).name
+    runs, notice = cap_runs(runs, label or "log", max_runs=_runs.MAX_RUNS_PER_LOG if max_runs is None else max_runs)
+    if notice is not None and notices is not None:
+        notices.append(notice)
+    return runs
+
+
+def _read_log(source: str | os.PathLike | bytes, *, name: str | None, filename: str | None) -> list[Run]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         label = filename or "upload"

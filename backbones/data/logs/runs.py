@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,17 @@ from dataclasses import dataclass, field, replace
 from backbones.errors import LogFormatError
 
 FIELDS = ("loss", "train_acc", "test_acc", "time_s", "test_loss")
+#: Most runs read from one log: a document of 20,000 headings is 50 runs and a notice, not 20,000.
+MAX_RUNS_PER_LOG = 50
+# Bidi embeddings, overrides and isolates, the LRM/RLM/ALM marks: "\u202egol.exe" would show as "exe.log".
+_BIDI = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C])
+
+
+def clean_label(text: str) -> str:
+    """``text`` as a run name or source label: bidi controls dropped, other control characters and
+    runs of white space one space."""
+    text = str(text).translate(_BIDI)
+    return " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
 
 
 @dataclass(frozen=True)
@@ -71,9 +83,14 @@ class Run:
     skipped_lines: int = 0
     notes: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # Names come from headings, file and folder names a visitor chose: shown as they will read.
+        object.__setattr__(self, "name", clean_label(self.name) or "run")
+        object.__setattr__(self, "source", clean_label(self.source))
+
     def renamed(self, name: str) -> Run:
-        """The same run called ``name`` ("VGG19 baseline")."""
-        name = " ".join(str(name).split())
+        """The same run called ``name`` ("VGG19 baseline"); bidi controls are dropped."""
+        name = clean_label(name)
         if not name:
             raise LogFormatError("a run name cannot be empty")
         return replace(self, name=name)
@@ -250,6 +267,19 @@ def finish_epochs(accs: Sequence[PendingEpoch]) -> tuple[tuple[Epoch, ...], list
     if bad:
         notes.append(f"{bad} value(s) out of range were dropped")
     return tuple(epochs), notes
+
+
+def cap_runs(runs: list[Run], label: str, *, max_runs: int) -> tuple[list[Run], str | None]:
+    """The first ``max_runs`` runs of one log, and a one-line notice when more were dropped.
+
+    The notice is also the first kept run's last note, so the command line and ``--json`` show it.
+    """
+    if len(runs) <= max_runs:
+        return runs, None
+    notice = (f"{label}: {len(runs):,} runs in one log; only the first {max_runs} are read "
+              f"({len(runs) - max_runs:,} dropped)")
+    kept = [replace(runs[0], notes=(*runs[0].notes, notice)), *runs[1:max_runs]]
+    return kept, notice
 
 
 def deduplicate_names(names: Sequence[str]) -> list[str]:
