@@ -11,7 +11,7 @@ from pathlib import Path
 from backbones.errors import BackboneError
 from dashboard.caches import catalog_rows, comparison, guard_memory, loaded_model, results_store, weights_rows
 from dashboard.caches import digest as digest_of
-from dashboard.state import CUSTOM_PREFIX, device, push_notice
+from dashboard.state import CUSTOM_PREFIX, device, push_notice, session_gone
 
 # Upload limits, one per kind of file, each stated by its uploader and enforced by it (MiB).
 IMAGE_UPLOAD_MB = 50  # = backbones.inference.images.MAX_IMAGE_BYTES by default
@@ -37,16 +37,6 @@ def _measurable(option: str):
     return dataclasses.replace(loaded, model=module, lock=threading.RLock())
 
 
-def session_gone():
-    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
-    from streamlit import runtime
-    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is None or not runtime.exists():
-        return lambda: False
-    instance, session_id = runtime.get_instance(), ctx.session_id
-    return lambda: not instance.is_active_session(session_id)
 
 
 def plan_benchmarks(options: list[str], *, device: str, batch_size: int, budget_s: float, threads: int | None):

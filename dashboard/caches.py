@@ -389,7 +389,7 @@ def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: 
 
     Through the server's fair work queue, one (backbone, method) at a time; stops when the visitor leaves.
     """
-    from dashboard.actions import session_gone
+    from dashboard.state import session_gone
     from viz.quality import rank_methods
 
     image, _ = decode_image(data, name)
@@ -411,7 +411,7 @@ def faithfulness_ranking(options: tuple[str, ...], keys: tuple[str, ...], data: 
 def sanity(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
     """The cascading-randomisation check of the page's map, on a private copy of the model (through the fair work
     queue, step by step; stops when the visitor leaves)."""
-    from dashboard.actions import session_gone
+    from dashboard.state import session_gone
     from viz.quality import run_sanity_check
 
     image, _ = decode_image(data, name)

@@ -259,3 +259,15 @@ def finetune_result():
 
 def set_finetune_result(result) -> None:
     st.session_state[FINETUNE_RESULT] = result
+
+
+def session_gone():
+    """A ``should_stop`` for long work: true once this browser session has disconnected (tab closed)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return lambda: False
+    instance, session_id = runtime.get_instance(), ctx.session_id
+    return lambda: not instance.is_active_session(session_id)

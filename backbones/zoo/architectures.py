@@ -215,3 +215,31 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, label: s
 def _infer_outputs(model: nn.Module) -> int:
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last[-1].out_features if last else 1000
+
+
+def build_torchvision_trained(arch: str, enum, state: dict[str, torch.Tensor]) -> nn.Module:
+    """torchvision's builder for ``arch`` with weights ``enum``, given the tensors of those weights.
+
+    The builder applies its per-model fixes (DenseNet's old key names, Inception's and GoogLeNet's
+    transform_input and auxiliary heads, ViT's image size, the class count), but it would read the weights
+    file itself with ``torch.load(weights_only=False)``. While it runs, ``enum.get_state_dict()`` returns
+    ``state`` (read safely by the caller) and any other weights enum is read with ``weights_only=True``;
+    the original method is back afterwards, even on error. Holds :data:`BUILD_LOCK`.
+    """
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    original = WeightsEnum.get_state_dict
+
+    def get_state_dict(self, *args, **kwargs):
+        if self is enum:
+            return dict(state)
+        kwargs["weights_only"] = True
+        return original(self, *args, **kwargs)
+
+    with BUILD_LOCK:
+        WeightsEnum.get_state_dict = get_state_dict
+        try:
+            return torchvision.models.get_model(arch, weights=enum)
+        finally:
+            WeightsEnum.get_state_dict = original

@@ -17,7 +17,6 @@ Status of one (model, weights) pair:
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import threading
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from torch import nn
 
 from backbones.callbacks import ByteProgressFn
 from backbones.errors import CheckpointError, DownloadError, UnknownModelError, WeightsUnavailableError
-from backbones.zoo import downloads
-from backbones.zoo.architectures import BUILD_LOCK, build_architecture, fit_state_dict
+from backbones.zoo import downloads, hub
+from backbones.zoo.architectures import build_architecture, build_torchvision_trained, fit_state_dict
 from backbones.zoo.bundled import bundled_weights_path, load_bundled_into
 from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
 from backbones.zoo.checkpoints import read_state_dict, read_torch_file
@@ -209,7 +208,6 @@ class TorchvisionWeights(WeightsSource):
         # torchvision's own builder applies its per-model fixes (DenseNet's old keys, Inception's and
         # GoogLeNet's transform_input and auxiliary heads, ViT's image size); but it reads the file with
         # torch.load(weights_only=False). So the file is read here, safely, and handed to the builder.
-        import torchvision
         from torchvision.models import get_model_weights
 
         enum = get_model_weights(entry.arch)[weights.name]
@@ -217,8 +215,7 @@ class TorchvisionWeights(WeightsSource):
             raise CheckpointError(f"{path.name}: not in torch's hub cache")
         state = read_torch_file(path)
         try:
-            with BUILD_LOCK, _state_dict_served(enum, state):
-                model = torchvision.models.get_model(entry.arch, weights=enum)
+            model = build_torchvision_trained(entry.arch, enum, state)
         except CheckpointError:
             raise
         except Exception as exc:  # load_state_dict's errors vary (missing keys, shapes)
@@ -261,29 +258,6 @@ class TorchvisionWeights(WeightsSource):
         )
 
 
-@contextlib.contextmanager
-def _state_dict_served(enum, state: dict[str, torch.Tensor]):
-    """While the block runs, torchvision's ``enum.get_state_dict()`` returns ``state`` instead of reading a file.
-
-    Any other weights enum asked meanwhile is read as torchvision reads it but with ``weights_only=True``.
-    Callers hold ``BUILD_LOCK``; the original method is back when the block ends, even on error.
-    """
-    from torchvision.models._api import WeightsEnum
-
-    original = WeightsEnum.get_state_dict
-
-    def get_state_dict(self, *args, **kwargs):
-        if self is enum:
-            return dict(state)
-        kwargs["weights_only"] = True
-        return original(self, *args, **kwargs)
-
-    WeightsEnum.get_state_dict = get_state_dict
-    try:
-        yield
-    finally:
-        WeightsEnum.get_state_dict = original
-
 
 #: timm weights also published under the bundled models' names.
 _BUNDLED_TWINS = {f"timm:tf_efficientnet_lite{i}": f"efficientnet_lite{i}" for i in range(3)}
@@ -308,7 +282,7 @@ class TimmWeights(WeightsSource):
                 return candidate
         repo, revision = _hub_repo(weights)
         for filename in TIMM_HUB_FILES if repo else ():
-            if (cached := downloads.cached_hf(repo, filename, revision=revision)) is not None:
+            if (cached := hub.cached_hf(repo, filename, revision=revision)) is not None:
                 return cached
         return None
 
@@ -328,7 +302,7 @@ class TimmWeights(WeightsSource):
 
     def download_url(self, entry: ModelEntry, weights: WeightsInfo) -> str | None:
         repo, revision = _hub_repo(weights)
-        return downloads.hf_url(repo, TIMM_HUB_FILES[0], revision=revision) if repo else None
+        return hub.hf_url(repo, TIMM_HUB_FILES[0], revision=revision) if repo else None
 
     def download(
         self, entry: ModelEntry, weights: WeightsInfo, *, progress: ByteProgressFn | None = None, cancel: Cancel | None = None
@@ -337,7 +311,7 @@ class TimmWeights(WeightsSource):
         if repo is None:
             raise WeightsUnavailableError(self.missing_message(entry, weights))
         try:
-            return downloads.fetch_hf(
+            return hub.fetch_hf(
                 repo,
                 TIMM_HUB_FILES[0],
                 revision=revision,
@@ -354,7 +328,7 @@ class TimmWeights(WeightsSource):
     def discard(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> None:
         repo, revision = _hub_repo(weights)
         if repo is not None and path.is_relative_to(downloads.hf_cache_dir()):
-            downloads.discard_hf(repo, path.name, revision=revision)
+            hub.discard_hf(repo, path.name, revision=revision)
         else:
             super().discard(entry, weights, path)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from backbones.errors import BackboneError, CancelledError, DownloadError, WeightsUnavailableError
-from backbones.zoo import downloads
+from backbones.zoo import downloads, hub
 from backbones.zoo.progress import ProgressBar
 from tests.corpus import HOSTILE_HUB_HEADERS, HOSTILE_REDIRECTS
 from tests.loopback import go_online, refused_url
@@ -77,7 +77,7 @@ def test_hf_download_lands_in_the_hf_cache(env, server, redirect):
     server.add_hf_file(REPO, HF_FILE, data)
     seen = []
 
-    path = downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test", progress=lambda d, t: seen.append((d, t)))
+    path = hub.fetch_hf(REPO, HF_FILE, model="timm:tiny_test", progress=lambda d, t: seen.append((d, t)))
 
     assert path.is_relative_to(env / "hf" / "hub")
     assert path.read_bytes() == data
@@ -87,7 +87,7 @@ def test_hf_download_lands_in_the_hf_cache(env, server, redirect):
     # timm's own call finds the same file without the network.
     assert Path(hf_hub_download(REPO, HF_FILE, cache_dir=env / "hf" / "hub", local_files_only=True)) == path
     before = len(server.requests)
-    assert downloads.fetch_hf(REPO, HF_FILE) == path
+    assert hub.fetch_hf(REPO, HF_FILE) == path
     assert len(server.requests) == before  # cached: no request at all
 
 
@@ -217,7 +217,7 @@ def test_hf_failures_before_the_download(env, server):
     server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
     server.fail("404", methods=("HEAD",))
     with pytest.raises(DownloadError) as info:
-        downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
+        hub.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
     url = f"{server.base_url}/{REPO}/resolve/main/{HF_FILE}"
     assert str(info.value) == (
         f"timm:tiny_test: download failed (HTTP 404 Not Found) from {url}; "
@@ -235,7 +235,7 @@ def test_hf_failures_during_the_download_leave_no_cache_entry(env, server, mode,
     server.fail(mode, methods=("GET",))  # HEAD fine: hf_hub_download has written refs/ and folders by then
 
     with pytest.raises(DownloadError, match=rf"download failed \({reason}"):
-        downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
+        hub.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
     assert server.count("GET") == 1
     assert _leftovers(env) == []
 
@@ -243,7 +243,7 @@ def test_hf_failures_during_the_download_leave_no_cache_entry(env, server, mode,
 def test_hf_endpoint_refused(env, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", refused_url("").rstrip("/"))
     with pytest.raises(DownloadError, match=r"\(connection refused\) from http://127\.0\.0\.1:\d+/timm/"):
-        downloads.fetch_hf(REPO, HF_FILE)
+        hub.fetch_hf(REPO, HF_FILE)
     assert _leftovers(env) == []
 
 
@@ -251,7 +251,7 @@ def test_hf_stalled_endpoint_times_out(env, server):
     server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
     server.fail("stall", methods=("HEAD",))
     with pytest.raises(DownloadError, match=r"no data for 1 s"):
-        downloads.fetch_hf(REPO, HF_FILE, timeout=1)
+        hub.fetch_hf(REPO, HF_FILE, timeout=1)
     assert server.count("GET") == 0
     assert _leftovers(env) == []
 
@@ -260,7 +260,7 @@ def test_hf_cancel(env, server):
     server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
     cancel = threading.Event()
     with pytest.raises(CancelledError):
-        downloads.fetch_hf(REPO, HF_FILE, cancel=cancel, progress=lambda done, total: done and cancel.set())
+        hub.fetch_hf(REPO, HF_FILE, cancel=cancel, progress=lambda done, total: done and cancel.set())
     assert _leftovers(env) == []
 
 
@@ -280,12 +280,12 @@ def test_offline_makes_no_request(env, server, monkeypatch, checkpoints):
     )
     assert not isinstance(info.value, DownloadError)
     with pytest.raises(WeightsUnavailableError, match="offline mode is on"):
-        downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
+        hub.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
 
     monkeypatch.setenv("BACKBONES_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub's own switch covers timm files only
     with pytest.raises(WeightsUnavailableError, match="offline mode is on"):
-        downloads.fetch_hf(REPO, HF_FILE)
+        hub.fetch_hf(REPO, HF_FILE)
     assert server.requests == []
     assert _leftovers(env) == []
 
@@ -293,11 +293,11 @@ def test_offline_makes_no_request(env, server, monkeypatch, checkpoints):
 def test_offline_still_finds_cached_files(env, server, monkeypatch, checkpoints):
     _mirror(server, monkeypatch)
     server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
-    tv, hf = _fetch_tv(checkpoints), downloads.fetch_hf(REPO, HF_FILE)
+    tv, hf = _fetch_tv(checkpoints), hub.fetch_hf(REPO, HF_FILE)
     before = len(server.requests)
     monkeypatch.setenv("BACKBONES_OFFLINE", "1")
     assert _fetch_tv(checkpoints) == tv
-    assert downloads.fetch_hf(REPO, HF_FILE) == hf
+    assert hub.fetch_hf(REPO, HF_FILE) == hf
     assert len(server.requests) == before
 
 
@@ -315,7 +315,7 @@ def test_concurrent_threads_download_once(env, server, monkeypatch, checkpoints,
     def worker():
         start.wait()
         try:
-            results.append(_fetch_tv(checkpoints) if source == "torchvision" else downloads.fetch_hf(REPO, HF_FILE))
+            results.append(_fetch_tv(checkpoints) if source == "torchvision" else hub.fetch_hf(REPO, HF_FILE))
         except Exception as exc:  # collected, asserted below
             errors.append(exc)
 
@@ -338,9 +338,9 @@ _CHILD = textwrap.dedent(
     package.__path__ = [sys.argv[1] + "/backbones"]
     sys.modules["backbones"] = package
     sys.path.insert(0, sys.argv[1])
-    from backbones.zoo import downloads
+    from backbones.zoo import downloads, hub
     if sys.argv[2] == "hf":
-        print(downloads.fetch_hf(sys.argv[3], sys.argv[4]))
+        print(hub.fetch_hf(sys.argv[3], sys.argv[4]))
     else:
         print(downloads.fetch_torchvision(sys.argv[3], Path(sys.argv[4])))
     """
@@ -413,11 +413,11 @@ def test_progress_bar_redraws_at_most_ten_times_a_second():
 
 def test_discard_hf_removes_link_and_blob(env, server):
     server.add_hf_file(REPO, HF_FILE, _safetensors_bytes())
-    path = downloads.fetch_hf(REPO, HF_FILE)
+    path = hub.fetch_hf(REPO, HF_FILE)
     blob = path.resolve()
-    downloads.discard_hf(REPO, HF_FILE)
+    hub.discard_hf(REPO, HF_FILE)
     assert not path.exists() and not blob.exists()
-    downloads.discard_hf(REPO, HF_FILE)  # nothing cached: nothing to do
+    hub.discard_hf(REPO, HF_FILE)  # nothing cached: nothing to do
 
 
 # ---------------------------------------------------------------- hostile Hubs: only hex names, only inside the cache
@@ -438,7 +438,7 @@ def test_hub_names_that_are_not_hex_hashes_are_refused_before_anything_is_writte
     setattr(server, f"hf_{header}", hostile)
 
     with pytest.raises(DownloadError) as info:
-        downloads.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
+        hub.fetch_hf(REPO, HF_FILE, model="timm:tiny_test")
 
     message = str(info.value)
     assert "\n" not in message
@@ -456,7 +456,7 @@ def test_hub_etags_in_their_legal_forms_are_accepted(env, server, kind):
     sha = hashlib.sha256(data).hexdigest()
     server.hf_etag = f'W/"{sha}"' if kind == "weak-sha256" else '"' + hashlib.sha1(data).hexdigest() + '"'
 
-    path = downloads.fetch_hf(REPO, HF_FILE)
+    path = hub.fetch_hf(REPO, HF_FILE)
 
     assert path.read_bytes() == data
     blob = path.resolve()
@@ -476,8 +476,8 @@ def test_cache_entries_pointing_outside_the_cache_are_neither_used_nor_deleted(e
     (repo_dir / "snapshots" / commit).mkdir(parents=True)
     (repo_dir / "snapshots" / commit / HF_FILE).symlink_to(victim)
 
-    assert downloads.cached_hf(REPO, HF_FILE) is None
-    downloads.discard_hf(REPO, HF_FILE)
+    assert hub.cached_hf(REPO, HF_FILE) is None
+    hub.discard_hf(REPO, HF_FILE)
     assert victim.read_bytes() == b"precious"
     with pytest.raises(downloads.Refused, match="outside the cache"):
         downloads.inside(env / "hf" / "hub", repo_dir / "snapshots" / commit / HF_FILE)
@@ -526,7 +526,7 @@ def test_no_room_on_disk_is_refused_before_any_request(env, server, monkeypatch,
         if source == "torchvision":
             _fetch_tv(checkpoints, expected_size=len(TV_BYTES))
         else:
-            downloads.fetch_hf(REPO, HF_FILE)
+            hub.fetch_hf(REPO, HF_FILE)
     assert server.count("GET") == 0
     assert _leftovers(env) == []
 
@@ -564,7 +564,7 @@ def test_cancel_during_a_trickle_returns_at_once_and_leaves_nothing(env, server,
             if source == "torchvision":
                 _fetch_tv(checkpoints, cancel=cancel, progress=lambda d, t: seen.append(d))
             else:
-                downloads.fetch_hf(REPO, HF_FILE, cancel=cancel, progress=lambda d, t: seen.append(d))
+                hub.fetch_hf(REPO, HF_FILE, cancel=cancel, progress=lambda d, t: seen.append(d))
         except BaseException as exc:  # collected, asserted below
             outcome["error"] = exc
         outcome["at"] = time.monotonic()
@@ -669,7 +669,7 @@ def test_hf_downloads_report_bytes_as_they_come(env, server):
     cancel = threading.Event()
 
     with pytest.raises(CancelledError):
-        downloads.fetch_hf(REPO, HF_FILE, cancel=cancel,
+        hub.fetch_hf(REPO, HF_FILE, cancel=cancel,
                            progress=lambda done, total: (seen.append(done), done >= 20 and cancel.set()))
     assert sorted(set(seen))[:5] == [0, 1, 2, 3, 4]  # byte by byte, not once at the end
     assert _leftovers(env) == []

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from backbones.cli import main
-from backbones.zoo import downloads
+from backbones.zoo import downloads, hub
 from backbones.zoo.weights import TorchvisionWeights
 from tests.loopback import go_online, refused_url
 
@@ -216,7 +216,7 @@ def test_timm_file_that_does_not_fit_is_removed(env, server, capsys):
     line = _one_error_line(*_cli(capsys, "download", TIMM_MODEL))
     assert "download failed (the downloaded file was removed: model.safetensors does not fit this architecture" in line
     assert f"from {server.base_url}/{TIMM_REPO}/resolve/main/{TIMM_FILE};" in line
-    assert downloads.cached_hf(TIMM_REPO, TIMM_FILE) is None
+    assert hub.cached_hf(TIMM_REPO, TIMM_FILE) is None
     assert not list((env / "hf").rglob("blobs/*")) and not list((env / "hf").rglob("snapshots/*/*"))
     assert weights_status(TIMM_MODEL)[0].status == "downloadable"
 
