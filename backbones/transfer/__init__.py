@@ -1,0 +1,1 @@
+"""Which backbone for my data: features, probes, transferability scores, fine-tuning, checkpoints."""
