@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbones.errors import BackboneError
-from dashboard.caches import catalog_rows, comparison, guard_memory, loaded_model, results_store, weights_rows
+from dashboard.caches import (
+    catalog_rows,
+    comparison,
+    guard_memory,
+    loaded_model,
+    results_store,
+    saved_checkpoints,
+    weights_rows,
+)
 from dashboard.caches import digest as digest_of
 from dashboard.state import CUSTOM_PREFIX, device, push_notice
 
@@ -190,6 +198,18 @@ def load_checkpoint_upload(data: bytes, file_name: str, *, arch: str, label: str
     )
     state.select(state.CUSTOM_PREFIX + name)
     return loaded
+
+
+def forget_saved_checkpoint(path: str) -> None:
+    """Take a checkpoint saved on this machine off every session's list (its file stays where it is)."""
+    from backbones.transfer.export import forget_checkpoint
+    from dashboard import state
+
+    forget_checkpoint(path)
+    saved_checkpoints.clear()
+    for custom in state.custom_models().values():
+        if custom.path == path:  # the same file uploaded in this session
+            state.remove_custom(custom.label)
 
 
 def download_weights(names: list[str], *, progress) -> list:

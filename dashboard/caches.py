@@ -17,7 +17,8 @@ import streamlit as st
 from backbones.errors import BackboneError
 from backbones.zoo.catalog import get_entry, list_models
 from backbones.zoo.models import LoadedModel, load_model
-from dashboard.state import CUSTOM_PREFIX, custom_models, device, display_name, push_notice, store_name
+from dashboard.state import CUSTOM_PREFIX, CustomModel, device, display_name, push_notice, store_name
+from dashboard.state import custom_models as session_custom_models
 
 
 @st.cache_resource(show_spinner=False)
@@ -296,6 +297,34 @@ def demo_runs() -> list:
     from backbones.data.logs import demo_runs as read
 
     return read()
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def local_runs() -> tuple[list, list[str]]:
+    """``(runs, problems)`` of this machine's fine-tunes (re-read every 10 s, so a running one grows)."""
+    from backbones.data.logs import local_runs as read
+
+    return read()
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def saved_checkpoints() -> list:
+    """The checkpoints saved on this machine (fine-tunes, saved probes), newest first, re-read every 10 s."""
+    from backbones.transfer.export import list_saved_checkpoints
+
+    return list_saved_checkpoints()
+
+
+def custom_models() -> dict[str, CustomModel]:
+    """Every checkpoint the picker offers: those saved on this machine (fine-tunes, saved probes) and this
+    session's uploads (an upload under the same name wins in its session)."""
+    out = {
+        c.label: CustomModel(label=c.label, arch=c.arch, path=c.path, classes=c.classes, digest=c.digest,
+                             num_classes=c.num_classes, saved=True)
+        for c in saved_checkpoints()
+    }
+    out.update(session_custom_models())
+    return out
 
 
 @st.cache_data(show_spinner="Unpacking…", max_entries=8)
