@@ -35,6 +35,8 @@ from torch import nn
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.distributed import broadcast_object, is_distributed
 from backbones.errors import BackboneError, CancelledError, DatasetError
+from backbones.transfer.features import SPLIT_CODES, UNASSIGNED, classifier_name, extract_features
+from backbones.transfer.probes import TEST, TRAIN, VAL, assign_splits, split_sizes
 from backbones.transfer.runs import (
     EpochRecord,
     FinetuneResult,
@@ -43,8 +45,7 @@ from backbones.transfer.runs import (
     default_run_dir,
     write_result,
 )
-from backbones.transfer.splits import TEST, TRAIN, VAL, assign_splits
-from backbones.transfer.stages import classifier_name, last_stage_parameters, replace_module
+from backbones.transfer.stages import last_stage_parameters, replace_module
 from backbones.transfer.training import Stop, Trainer, state_copy, test_accuracy, train_head, train_last_stage
 
 __all__ = ["EpochRecord", "FinetuneResult", "TrainingDivergedError", "finetune", "last_stage_parameters"]
@@ -85,44 +86,6 @@ def _check_options(stage, epochs, lr, batch_size, optimizer, patience, workers) 
         raise BackboneError(f"workers must be 0 or more, got {workers!r}")
 
 
-def _features(loaded, samples, *, batch_size: int, workers: int, device, should_stop):
-    """Pre-logit features ``(N, D)`` float32 of ``samples`` (eval mode, the model's preprocessing) and a
-    mask of the readable ones; sharded over processes under torchrun and gathered."""
-    from backbones.data.distributed import current_shard, gather_to_all
-    from backbones.data.loading import make_loader
-
-    rank, world = current_shard()
-    name = classifier_name(loaded.model)
-    head = loaded.model.get_submodule(name)
-    replace_module(loaded.model, name, nn.Identity())
-    out: dict[int, np.ndarray] = {}
-    try:
-        loader = make_loader(samples, loaded.preprocessing, batch_size=batch_size, workers=workers, rank=rank,
-                             world=world, pin_memory=device.type == "cuda")
-        for batch in loader:
-            if should_stop is not None and should_stop():
-                raise CancelledError("fine-tune cancelled while extracting features; nothing was saved")
-            if batch.images is None:
-                continue
-            with torch.inference_mode():
-                feats = loaded.model.eval()(batch.images.to(device)).float().flatten(1).cpu().numpy()
-            out.update(zip(batch.indices, feats))
-    finally:
-        replace_module(loaded.model, name, head)
-    parts = gather_to_all(out)
-    merged = {}
-    for p in parts:
-        merged.update(p)
-    if not merged:
-        raise DatasetError("no image of the dataset could be read")
-    dim = next(iter(merged.values())).shape[0]
-    feats = np.zeros((len(samples), dim), dtype=np.float32)
-    ok = np.zeros(len(samples), dtype=bool)
-    for i, f in merged.items():
-        feats[i], ok[i] = f, True
-    return feats, ok
-
-
 def finetune(
     dataset,
     model,
@@ -143,6 +106,7 @@ def finetune(
     progress: Callable[[int, int, EpochRecord], None] | None = None,
     should_stop: StopFn | None = None,
     extract_progress: ProgressFn | None = None,
+    cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (a catalog name or a :class:`~backbones.zoo.models.LoadedModel`) on ``dataset``
@@ -153,7 +117,10 @@ def finetune(
     ``input_size`` trains and saves at another square input than the model's own (smaller is faster).
     ``out_dir`` (default: a new folder under :func:`backbones.paths.runs_dir`) receives ``model.safetensors``,
     ``classes.json``, ``train.log``, ``train.csv`` and ``run.json``. ``progress(done, total, record)`` after
-    every epoch (``total`` is both stages' planned epochs), ``should_stop()`` between batches.
+    every epoch (``total`` is both stages' planned epochs), ``should_stop()`` between batches. The features
+    come from :func:`~backbones.transfer.features.extract_features` (its cache under ``cache_dir``; its
+    ``progress(done, total, message)`` is ``extract_progress``). The splits are the probes'
+    (:func:`~backbones.transfer.probes.assign_splits`); ``seed`` seeds the head's start and the shuffling.
     """
     from backbones.data.distributed import process_group
 
@@ -168,7 +135,8 @@ def finetune(
                          optimizer=optimizer, weight_decay=weight_decay, patience=patience, weights=weights,
                          checkpoint=checkpoint, input_size=input_size, workers=workers or 0, device=dev,
                          main=launch is None or launch.is_main, out_dir=out_dir, progress=progress,
-                         should_stop=should_stop, extract_progress=extract_progress, seed=seed, started=started)
+                         should_stop=should_stop, extract_progress=extract_progress, seed=seed, started=started,
+                         cache_dir=cache_dir)
 
 
 def _load(model, *, weights, checkpoint, device, input_size):
@@ -194,24 +162,27 @@ def _load(model, *, weights, checkpoint, device, input_size):
 
 
 def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_decay, patience, weights, checkpoint,
-              input_size, workers, device, main, out_dir, progress, should_stop, extract_progress, seed, started):
+              input_size, workers, device, main, out_dir, progress, should_stop, extract_progress, seed, started,
+              cache_dir):
+
+    from backbones.data.datasets import Sample
     from backbones.transfer.export import save_checkpoint
 
     torch.manual_seed(seed)
-    labels_all = [str(s.label) for s in ds.samples]
-    classes = tuple(sorted(set(labels_all)))
-    if not classes:
+    if not ds.samples:
         raise DatasetError(f"{ds.name}: no labelled images")
-    if len(classes) > 10_000:
-        raise DatasetError(f"{ds.name}: {len(classes):,} classes is more than a classifier here is trained for")
-    from backbones.transfer.splits import split_code
-
-    codes = assign_splits(labels_all, [split_code(getattr(s, "split", None)) for s in ds.samples], seed=seed)
+    # The split the probes use (same function, same seed): a single class or too few images fail here, at once.
+    names = sorted({str(s.label) for s in ds.samples})
+    assign_splits(np.array([names.index(str(s.label)) for s in ds.samples]),
+                  np.array([SPLIT_CODES.get(s.split, UNASSIGNED) for s in ds.samples]), classes=names)
     loaded = _load(model, weights=weights, checkpoint=checkpoint, device=device, input_size=input_size)
     arch = loaded.entry.name
     start_weights = loaded.checkpoint if loaded.weights == "checkpoint" else loaded.weights
     net = loaded.model
     head_name = classifier_name(net)
+    if not isinstance(net.get_submodule(head_name), nn.Linear):
+        raise BackboneError(f"{arch}: its classifier is a {type(net.get_submodule(head_name)).__name__}, not a "
+                            "Linear layer; fine-tuning here replaces a Linear classifier")
     if stage == "last-stage":
         last_stage_parameters(net, arch)  # an architecture without a known last stage fails before any work
     run_dir = None
@@ -220,20 +191,18 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
     run_dir = broadcast_object(run_dir)
     files = RunFiles(run_dir if main else None)
 
-    # Features of every image once, in eval mode: the head trains on them; unreadable images drop out.
-    if extract_progress is not None:
-        extract_progress(0, len(ds.samples), f"extracting features of {len(ds.samples)} images")
-    feats, ok = _features(loaded, ds.samples, batch_size=batch_size, workers=workers, device=device,
-                          should_stop=should_stop)
-    skipped = int((~ok).sum())
-    class_index = {c: i for i, c in enumerate(classes)}
-    y_all = np.array([class_index[c] for c in labels_all], dtype=np.int64)
-    split_of = {name: np.flatnonzero(ok & (codes == code)) for name, code in (("train", TRAIN), ("val", VAL),
-                                                                              ("test", TEST))}
-    for name in ("train", "val"):
-        if not len(split_of[name]):
-            raise DatasetError(f"{ds.name}: no readable images in the {name} split")
-    splits = {k: int(len(v)) for k, v in split_of.items()}
+    # Features of every readable image, in eval mode, from the feature cache when this model and dataset were
+    # seen before (a ranking on the Transfer page fills it): the head trains on them in seconds.
+    fs = extract_features(ds, loaded, batch_size=batch_size, workers=workers, cache_dir=cache_dir,
+                          progress=extract_progress, should_stop=should_stop)
+    classes = tuple(fs.classes)
+    y_all = np.asarray(fs.labels, dtype=np.int64)
+    codes = assign_splits(y_all, fs.split, classes=classes)
+    feats = fs.features  # (N, D) float16, memory-mapped
+    samples = [Sample(path, classes[label]) for path, label in zip(fs.paths, y_all)]
+    skipped = fs.n_skipped
+    split_of = {name: np.flatnonzero(codes == code) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+    splits = split_sizes(codes)
     old_head = net.get_submodule(head_name)
     head = nn.Linear(old_head.in_features, len(classes)).to(device)
     replace_module(net, head_name, head)
@@ -265,7 +234,7 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
             trainer.best.state = state_copy(net)
             trainable = last_stage_parameters(net, arch)
             files.heading("last-stage")
-            stopped = train_last_stage(trainer, loaded, net, trainable, ds.samples, y_all, split_of, epochs=epochs,
+            stopped = train_last_stage(trainer, loaded, net, trainable, samples, y_all, split_of, epochs=epochs,
                                         lr=lr / 10, batch_size=batch_size, optimizer=optimizer,
                                         weight_decay=weight_decay, loss_fn=loss_fn, device=device, seed=seed,
                                         workers=workers)
@@ -281,7 +250,7 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
             f"training diverged in its first epoch (loss {detail or 'nan'}): no checkpoint was saved; "
             f"try a lower learning rate than {lr:g}")
     net.load_state_dict(trainer.best.state, strict=False)
-    test_acc = test_accuracy(trainer.best, net, head_name, loaded, feats, y_all, split_of["test"], ds.samples,
+    test_acc = test_accuracy(trainer.best, net, head_name, loaded, feats, y_all, split_of["test"], samples,
                               batch_size=batch_size, workers=workers, device=device)
     message = _message(stopped, trainer, detail, lr)
     result = FinetuneResult(

@@ -15,21 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from backbones.errors import CheckpointError
-
-
-def classifier_name(model: nn.Module) -> str:
-    """The dotted name of the Linear layer that produces the class scores (timm's ``get_classifier()``,
-    torchvision's last Linear). :class:`CheckpointError` when the classifier is not a Linear layer."""
-    get = getattr(model, "get_classifier", None)
-    if callable(get):
-        head = get()
-        for name, m in model.named_modules():
-            if m is head and isinstance(m, nn.Linear):
-                return name
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise CheckpointError(f"{type(model).__name__} has no Linear classifier to replace (a convolutional head?)")
-    return linears[-1]
+from backbones.transfer.features import classifier_name
 
 
 def _last_stage_prefix(model: nn.Module) -> str:
@@ -48,7 +34,7 @@ def _last_stage_prefix(model: nn.Module) -> str:
         return "layer4"
     trunk = names.get("trunk_output")  # RegNet
     if isinstance(trunk, nn.Sequential) and len(trunk):
-        return f"trunk_output.{len(trunk) - 1}"
+        return f"trunk_output.{list(trunk.named_children())[-1][0]}"
     encoder = names.get("encoder")  # ViT
     if encoder is not None and isinstance(getattr(encoder, "layers", None), nn.Sequential):
         return f"encoder.layers.{len(encoder.layers) - 1}"
@@ -56,7 +42,7 @@ def _last_stage_prefix(model: nn.Module) -> str:
     if isinstance(features, nn.Sequential) and len(features):
         # EfficientNet, MobileNet, ConvNeXt, DenseNet, VGG, Swin: the last two blocks that hold parameters
         # (the last stage and the final 1x1 convolution or norm; ConvNeXt's downsampling and its last stage).
-        with_params = [i for i, m in enumerate(features) if any(True for _ in m.parameters())]
+        with_params = [n for n, m in features.named_children() if any(True for _ in m.parameters())]
         if with_params:
             return f"features.{with_params[-2] if len(with_params) > 1 else with_params[-1]}"
     raise CheckpointError(f"{type(model).__name__}: its last stage is not known here; fine-tune with stage 'head'")

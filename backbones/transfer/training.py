@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -128,9 +129,9 @@ def state_copy(model: nn.Module) -> dict:
 def train_head(trainer: Trainer, net, head: nn.Linear, feats, y_all, split_of, *, epochs, lr, batch_size, optimizer,
                 weight_decay, loss_fn, device, seed) -> str:
     """The new classifier on frozen features; every process trains the same head on all the features."""
-    x_tr = torch.from_numpy(feats[split_of["train"]]).to(device)
+    x_tr = torch.from_numpy(np.asarray(feats[split_of["train"]], dtype=np.float32)).to(device)
     y_tr = torch.from_numpy(y_all[split_of["train"]]).to(device)
-    x_va = torch.from_numpy(feats[split_of["val"]]).to(device)
+    x_va = torch.from_numpy(np.asarray(feats[split_of["val"]], dtype=np.float32)).to(device)
     y_va = torch.from_numpy(y_all[split_of["val"]]).to(device)
     opt = make_optimizer(optimizer, head.parameters(), lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -270,7 +271,7 @@ def test_accuracy(best: Best, net, head_name, loaded, feats, y_all, test_idx, sa
     if best.stage == "head":
         head = net.get_submodule(head_name)
         with torch.no_grad():
-            logits = head(torch.from_numpy(feats[test_idx]).to(device))
+            logits = head(torch.from_numpy(np.asarray(feats[test_idx], dtype=np.float32)).to(device))
         return int((logits.argmax(1).cpu() == torch.from_numpy(y_all[test_idx])).sum()) / len(test_idx)
     rank, world = current_shard()
     net.eval()
