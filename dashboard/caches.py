@@ -299,17 +299,31 @@ def demo_runs() -> list:
     return read()
 
 
-@st.cache_data(show_spinner=False, ttl=10)
 def local_runs() -> tuple[list, list[str]]:
     """``(runs, problems)`` of this machine's fine-tunes (re-read every 10 s, so a running one grows)."""
-    from backbones.data.logs import local_runs as read
+    from backbones.paths import runs_dir
 
-    return read()
+    return local_runs_in(str(runs_dir()))
 
 
 @st.cache_data(show_spinner=False, ttl=10)
+def local_runs_in(root: str) -> tuple[list, list[str]]:
+    """:func:`local_runs` of the runs folder ``root`` (the cache is keyed by it)."""
+    from backbones.data.logs import local_runs as read
+
+    return read(root)
+
+
 def saved_checkpoints() -> list:
     """The checkpoints saved on this machine (fine-tunes, saved probes), newest first, re-read every 10 s."""
+    from backbones.paths import checkpoints_index_dir
+
+    return saved_checkpoints_in(str(checkpoints_index_dir()))
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def saved_checkpoints_in(index: str) -> list:
+    # Keyed by the index folder: a server (or a test) that changes its cache folder reads the new one.
     from backbones.transfer.export import list_saved_checkpoints
 
     return list_saved_checkpoints()
