@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,7 +150,7 @@ def _load(model, *, weights, checkpoint, device, input_size):
         # Training changes the weights: work on a copy, the caller's (maybe cached) model stays as it was.
         import copy
 
-        loaded = replace(loaded, model=copy.deepcopy(loaded.model).to(device))
+        loaded = replace(loaded, model=copy.deepcopy(loaded.model).to(device), lock=threading.RLock())
     else:
         loaded = load_model(model, weights=weights, checkpoint=checkpoint, device=device)
     if input_size is not None:
