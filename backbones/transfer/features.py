@@ -486,9 +486,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
                         with loaded.lock, torch.inference_mode(), autocast:
                             out = extractor(x)
                         feats = out.float().cpu().numpy().astype(np.float16)
-                    # Shard-local indices -> dataset indices (ShardSampler: rank, rank + world, ...).
-                    part = (tuple(rank + world * i for i in batch.indices), feats,
-                            tuple((rank + world * i, r) for i, r in batch.skipped), batch.size)
+                    part = (batch.indices, feats, batch.skipped, batch.size)  # dataset indices (ShardSampler)
                 gathered = gather_to_all(part)
                 # This round's rows from all processes form one contiguous run of the dataset: write it in order.
                 order: list[tuple[int, np.ndarray]] = []
