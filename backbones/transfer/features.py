@@ -486,8 +486,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
                         with loaded.lock, torch.inference_mode(), autocast:
                             out = extractor(x)
                         feats = out.float().cpu().numpy().astype(np.float16)
-                    # ShardSampler hands the loader dataset indices (rank, rank + world, ...): already global.
-                    part = (tuple(batch.indices), feats, tuple(batch.skipped), batch.size)
+                    part = (batch.indices, feats, batch.skipped, batch.size)  # dataset indices (ShardSampler)
                 gathered = gather_to_all(part)
                 # This round's rows from all processes form one contiguous run of the dataset: write it in order.
                 order: list[tuple[int, np.ndarray]] = []

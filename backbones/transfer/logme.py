@@ -36,29 +36,29 @@ MAX_ITERATIONS = 1000
 TOLERANCE = 1e-5
 #: Singular values below this fraction of the largest count as zero (numerical rank).
 _RANK_EPS = 1e-10
+#: Classes whose one-hot targets are built at once.
+_CLASS_CHUNK = 128
 
 
-def _spectrum(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(σ² (r,), z = Uᵀ Y (r, K))`` over the ``r`` non-zero singular directions of ``f`` ``(N, D)``.
+def _spectrum(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(σ² (r,), basis, dual)`` over the ``r`` non-zero singular directions of ``f`` ``(N, D)``.
 
-    ``N ≥ D``: the eigenvectors ``V`` of ``FᵀF`` give ``Uᵀ Y = diag(1/σ) Vᵀ Fᵀ Y``; ``N < D``: ``U`` comes
-    directly from ``F Fᵀ``. Either way the work is one ``min(N, D)``-sized eigendecomposition.
+    ``N ≥ D``: ``basis`` is ``V`` (eigenvectors of ``FᵀF``, ``(D, r)``); ``N < D`` (``dual``): ``U`` from
+    ``F Fᵀ`` (``(N, r)``). Either way the work is one ``min(N, D)``-sized eigendecomposition.
     """
     from scipy.linalg import eigh
 
     n, d = f.shape
-    if n >= d:
-        # LAPACK's divide-and-conquer driver: the one slow step, ~1.5x faster than numpy's default.
-        sigma2, v = eigh(f.T @ f, driver="evd")
-        keep = sigma2 > _RANK_EPS * max(float(sigma2.max()), 1e-300)
-        sigma2, v = sigma2[keep], v[:, keep]
-        z = (v.T @ (f.T @ targets)) / np.sqrt(sigma2)[:, None]
-    else:
-        sigma2, u = eigh(f @ f.T, driver="evd")
-        keep = sigma2 > _RANK_EPS * max(float(sigma2.max()), 1e-300)
-        sigma2, u = sigma2[keep], u[:, keep]
-        z = u.T @ targets
-    return sigma2, z
+    dual = n < d
+    # LAPACK's divide-and-conquer driver: the one slow step, ~1.5x faster than numpy's default.
+    sigma2, basis = eigh(f @ f.T if dual else f.T @ f, driver="evd")
+    keep = sigma2 > _RANK_EPS * max(float(sigma2.max()), 1e-300)
+    return sigma2[keep], basis[:, keep], dual
+
+
+def _project(f: np.ndarray, sigma2: np.ndarray, basis: np.ndarray, dual: bool, targets: np.ndarray) -> np.ndarray:
+    """``z = Uᵀ Y`` ``(r, K)``; with ``V``: ``Uᵀ Y = diag(1/σ) Vᵀ Fᵀ Y``."""
+    return basis.T @ targets if dual else (basis.T @ (f.T @ targets)) / np.sqrt(sigma2)[:, None]
 
 
 def log_evidence(sigma2: np.ndarray, z: np.ndarray, y_norm2: np.ndarray, n: int, d: int,
@@ -79,10 +79,14 @@ def maximise_evidence(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
     """``(L (K,), α (K,), β (K,))``: the maximum log evidence of each column of ``targets`` ``(N, K)`` on ``f``."""
     f = np.asarray(f, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
-    n, d = f.shape
-    sigma2, z = _spectrum(f, targets)
-    y_norm2 = (targets ** 2).sum(axis=0)
-    k = targets.shape[1]
+    sigma2, basis, dual = _spectrum(f)
+    return _maximise(f.shape, sigma2, _project(f, sigma2, basis, dual, targets), (targets ** 2).sum(axis=0))
+
+
+def _maximise(shape: tuple[int, int], sigma2: np.ndarray, z: np.ndarray,
+              y_norm2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, d = shape
+    k = z.shape[1]
     alpha, beta = np.ones(k), np.ones(k)
     s = sigma2[:, None]
     for _ in range(MAX_ITERATIONS):
@@ -113,6 +117,10 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     if len(classes) < 2:
         raise DatasetError("LogME needs images of at least two classes")
     f = np.asarray(features, dtype=np.float64)
-    targets = (labels[:, None] == classes[None, :]).astype(np.float64)
-    evidence, _, _ = maximise_evidence(f, targets)
-    return float(evidence.mean() / len(labels))
+    sigma2, basis, dual = _spectrum(f)
+    evidence = []
+    for start in range(0, len(classes), _CLASS_CHUNK):  # one-hot targets a chunk at a time: N x 1000 is large
+        targets = (labels[:, None] == classes[None, start:start + _CLASS_CHUNK]).astype(np.float64)
+        z = _project(f, sigma2, basis, dual, targets)
+        evidence.append(_maximise(f.shape, sigma2, z, targets.sum(axis=0))[0])  # ‖one-hot‖² = its count
+    return float(np.concatenate(evidence).mean() / len(labels))

@@ -71,7 +71,7 @@ def assign_splits(
     present = np.unique(labels)
     if len(present) < 2:
         only = _label_name(classes, int(present[0])) if len(present) else "none"
-        raise DatasetError(f"only one class ({only}): a probe needs images of at least two classes")
+        raise DatasetError(f"only one class ({only!r}): a probe needs images of at least two classes")
     out = np.full(n, TRAIN, dtype=np.int8)
     given = np.full(n, -1, dtype=np.int8) if split is None else np.asarray(split, dtype=np.int8)
     assigned = given >= 0
@@ -121,7 +121,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 and n the bound is exactly 0 or 1; rounding would otherwise leave 0.9999999999999999.
+    return (0.0 if correct <= 0 else max(0.0, centre - half), 1.0 if correct >= n else min(1.0, centre + half))
 
 
 def _per_class(labels: np.ndarray, correct: np.ndarray) -> dict[int, float]:
@@ -219,6 +220,14 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, model=None):
     return model
 
 
+def _log_loss(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of ``model`` on ``(x, y)``; a class it never saw costs as much as probability 1e-12."""
+    proba = model.predict_proba(x)
+    column = {int(c): i for i, c in enumerate(model.classes_)}
+    p = np.array([proba[i, column[int(t)]] if int(t) in column else 0.0 for i, t in enumerate(y)])
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+
+
 def _logits(model, x: np.ndarray, n_classes: int) -> np.ndarray:
     scores = model.decision_function(x)
     if scores.ndim == 1:  # two classes: one score for the second
@@ -252,13 +261,16 @@ def fit_linear_probe(
     x_val = (_as_float(features, val) - mean) / scale
     scores: list[tuple[float, float]] = []
     solutions: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    losses: dict[float, float] = {}
     model = None
     for C in sorted(grid):  # small to large C, each fit warm-started from the last
         model = _fit(x_train, labels[train], C, model)
         scores.append((C, float((model.predict(x_val) == labels[val]).mean())))
+        losses[C] = _log_loss(model, x_val, labels[val])
         solutions[C] = (model.coef_.copy(), model.intercept_.copy())
-    # The best validation score; ties go to the strongest regularisation (the smaller C).
-    best_C = max(scores, key=lambda cs: (cs[1], -cs[0]))[0]
+    # The best validation accuracy; ties (common on small validation splits) go to the lower validation
+    # cross-entropy, so that the saved probe's probabilities are as calibrated as the data allow.
+    best_C = max(scores, key=lambda cs: (cs[1], -losses[cs[0]], -cs[0]))[0]
     del x_train, x_val
     fit_rows = np.concatenate([train, val])
     x_fit = _as_float(features, fit_rows)
