@@ -9,6 +9,7 @@ from backbones.cli.common import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from backbones.data.sample import TRANSFER_SAMPLE_NAME
     from backbones.transfer.finetune import OPTIMIZERS, STAGES
 
     p = sub.add_parser(
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("dataset", metavar="DATASET",
-                   help="folder with one sub-folder per class (train/ val/ test/ used when present), a .zip, or a CSV")
+                   help="folder with one sub-folder per class (train/ val/ test/ used when present), a .zip, a CSV, "
+                        f"or {TRANSFER_SAMPLE_NAME} (built in)")
     p.add_argument("--model", "-m", required=True, help="catalog name; see `python -m backbones list`")
     p.add_argument("--weights", default="default", help="pretrained weights to start from: a name, 'default' or 'none'")
     p.add_argument("--checkpoint", default=None, help="start from your own checkpoint of --model instead")
@@ -46,13 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args) -> int:
-    from backbones.cli.data import read_dataset_argument
+    from backbones.cli.transfer import read_transfer_dataset
     from backbones.data.distributed import read_launch
     from backbones.transfer.finetune import finetune
 
     launch = read_launch()
     main = launch is None or launch.is_main
-    dataset = read_dataset_argument(args.dataset)  # before loading the model: a wrong path fails fast
+    dataset = read_transfer_dataset(args.dataset)  # before loading the model: a wrong path fails fast
 
     def progress(done: int, total: int, record) -> None:
         if main:
