@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -165,7 +166,6 @@ def _load(model, *, weights, checkpoint, device, input_size):
 def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_decay, patience, weights, checkpoint,
               input_size, workers, device, main, out_dir, progress, should_stop, extract_progress, seed, started,
               cache_dir):
-
     from backbones.data.datasets import Sample
     from backbones.transfer.export import save_checkpoint
 
@@ -173,9 +173,9 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
     if not ds.samples:
         raise DatasetError(f"{ds.name}: no labelled images")
     # The split the probes use (same function, same seed): a single class or too few images fail here, at once.
-    names = sorted({str(s.label) for s in ds.samples})
-    assign_splits(np.array([names.index(str(s.label)) for s in ds.samples]),
-                  np.array([SPLIT_CODES.get(s.split, UNASSIGNED) for s in ds.samples]), classes=names)
+    index = {name: i for i, name in enumerate(sorted({str(s.label) for s in ds.samples}))}
+    assign_splits(np.array([index[str(s.label)] for s in ds.samples]),
+                  np.array([SPLIT_CODES.get(s.split, UNASSIGNED) for s in ds.samples]), classes=list(index))
     loaded = _load(model, weights=weights, checkpoint=checkpoint, device=device, input_size=input_size)
     arch = loaded.entry.name
     start_weights = loaded.checkpoint if loaded.weights == "checkpoint" else loaded.weights
@@ -190,7 +190,6 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
     if main:
         run_dir = Path(out_dir).expanduser() if out_dir is not None else default_run_dir(arch, ds.name, stage)
     run_dir = broadcast_object(run_dir)
-    files = RunFiles(run_dir if main else None)
 
     # Features of every readable image, in eval mode, from the feature cache when this model and dataset were
     # seen before (a ranking on the Transfer page fills it): the head trains on them in seconds.
@@ -204,6 +203,8 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
     skipped = fs.n_skipped
     split_of = {name: np.flatnonzero(codes == code) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
     splits = split_sizes(codes)
+    new_folder = main and not run_dir.exists()  # removed again when the run ends with nothing saved
+    files = RunFiles(run_dir if main else None)
     old_head = net.get_submodule(head_name)
     head = nn.Linear(old_head.in_features, len(classes)).to(device)
     replace_module(net, head_name, head)
@@ -245,6 +246,8 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
             net.load_state_dict(trainer.best.state, strict=False)
             trainer.checkpoint = save()
     if trainer.best.state is None:
+        if new_folder:
+            shutil.rmtree(run_dir, ignore_errors=True)
         if stopped == "cancelled":
             raise CancelledError("fine-tune cancelled before its first epoch ended; nothing was saved")
         raise TrainingDivergedError(

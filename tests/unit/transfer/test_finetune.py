@@ -197,3 +197,14 @@ def test_cli_json_is_the_result(shapes, tmp_path, capsys):
     assert exit_.value.code == 2
     assert main(["finetune", str(shapes), "--model", "resnet18", "--weights", "none", "--epochs", "-1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: epochs must be at least 1, got -1"
+
+
+def test_cancel_before_the_first_epoch_ends_leaves_no_run_folder(shapes, tmp_path):
+    from backbones.errors import CancelledError
+
+    extracted = []
+    with pytest.raises(CancelledError, match="nothing was saved") as err:
+        finetune(shapes, "resnet18", weights="none", epochs=3, input_size=32, device="cpu", out_dir=tmp_path / "gone",
+                 extract_progress=lambda done, total, _m: extracted.append(done >= total),
+                 should_stop=lambda: bool(extracted and extracted[-1]))
+    assert "\n" not in str(err.value) and not (tmp_path / "gone").exists()
