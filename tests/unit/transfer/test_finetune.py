@@ -208,3 +208,11 @@ def test_cancel_before_the_first_epoch_ends_leaves_no_run_folder(shapes, tmp_pat
                  extract_progress=lambda done, total, _m: extracted.append(done >= total),
                  should_stop=lambda: bool(extracted and extracted[-1]))
     assert "\n" not in str(err.value) and not (tmp_path / "gone").exists()
+
+
+def test_sgd_with_the_cosine_schedule_lowers_the_loss_from_the_cached_features(head_run, shapes, tmp_path):
+    result = finetune(shapes, "resnet18", weights="none", optimizer="sgd", epochs=4, batch_size=8, input_size=64,
+                      device="cpu", out_dir=tmp_path / "sgd")
+    lrs = [r.lr for r in result.history]
+    assert lrs[0] == 1e-2 and lrs == sorted(lrs, reverse=True)  # SGD's default, annealed
+    assert result.history[-1].loss < result.history[0].loss
