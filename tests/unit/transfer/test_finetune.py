@@ -26,6 +26,12 @@ def shapes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """6 images a class at 32 px: enough for the splits, cheap for end-to-end training."""
+    return write_shapes(tmp_path_factory.mktemp("small") / "shapes", per_class=6, size=32)
+
+
+@pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
@@ -89,10 +95,10 @@ def test_the_log_is_the_notes_format_and_reads_on_the_training_page(head_run, ru
     assert not problems and "head-run" in [r.name for r in runs]
 
 
-def test_last_stage_trains_layer4_and_keeps_frozen_batchnorm(shapes, tmp_path):
+def test_last_stage_trains_layer4_and_keeps_frozen_batchnorm(small, tmp_path):
     base = load_model("resnet18", weights="none")
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
-    result = finetune(shapes, base, stage="last-stage", epochs=1, batch_size=8, input_size=32, device="cpu",
+    result = finetune(small, base, stage="last-stage", epochs=1, batch_size=4, input_size=32, device="cpu",
                       out_dir=tmp_path / "last")
     assert [r.stage for r in result.history] == ["head", "last-stage"]
     assert [r.lr for r in result.history] == [1e-3, 1e-4]  # a tenth of the head's learning rate
@@ -107,20 +113,20 @@ def test_last_stage_trains_layer4_and_keeps_frozen_batchnorm(shapes, tmp_path):
     assert [r.name for r in runs] == ["r (head)", "r (last-stage)"] and [len(r.epochs) for r in runs] == [1, 1]
 
 
-def test_cancel_after_the_first_epoch_keeps_its_checkpoint(shapes, tmp_path):
+def test_cancel_after_the_first_epoch_keeps_its_checkpoint(small, tmp_path):
     seen = []
-    result = finetune(shapes, "resnet18", weights="none", epochs=5, batch_size=8, input_size=32, device="cpu",
+    result = finetune(small, "resnet18", weights="none", epochs=5, batch_size=8, input_size=32, device="cpu",
                       out_dir=tmp_path / "c", progress=lambda d, t, r: seen.append(r), should_stop=lambda: len(seen) >= 1)
     assert result.stopped == "cancelled" and result.epochs_run == 1 and result.best_epoch == 1
     assert load_model(None, checkpoint=result.checkpoint).categories == CLASSES
     assert "cancelled" in result.message
 
 
-def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
-    # One step per epoch (the batch holds all 24 training images): epoch 1 ends with finite weights, the
+def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    # One step per epoch (the batch holds all the training images): epoch 1 ends with finite weights, the
     # decoupled weight decay at lr 1e30 then overflows them in epoch 2.
     with pytest.raises(TrainingDivergedError) as err:
-        finetune(shapes, "resnet18", weights="none", epochs=5, lr=1e30, batch_size=32, input_size=32, device="cpu",
+        finetune(small, "resnet18", weights="none", epochs=5, lr=1e30, batch_size=32, input_size=32, device="cpu",
                  out_dir=tmp_path / "nan")
     message = str(err.value)
     assert "\n" not in message and "diverged" in message and "lower learning rate" in message
@@ -132,9 +138,9 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(sh
 
 
 @pytest.mark.parametrize("case", ["single class", "too few", "stage", "epochs", "wrong head", "other architecture"])
-def test_bad_input_gets_one_line(case, shapes, tmp_path):
+def test_bad_input_gets_one_line(case, small, tmp_path):
     kwargs = dict(weights="none", epochs=1, input_size=32, device="cpu", out_dir=tmp_path / "x")
-    data = shapes
+    data = small
     if case == "single class":
         data = write_shapes(tmp_path / "one", per_class=4)
         for name in CLASSES[1:]:
@@ -170,7 +176,7 @@ def test_bad_input_gets_one_line(case, shapes, tmp_path):
         m.fc = nn.Linear(512, 3)
         ckpt = save_checkpoint(m, CLASSES, tmp_path / "ck", arch="resnet18", weights=None)
         kwargs.update(checkpoint=ckpt)
-        data, match = shapes, "saved from resnet18, not resnet34"
+        data, match = small, "saved from resnet18, not resnet34"
     model = "resnet34" if case in ("wrong head", "other architecture") else "resnet18"
     with pytest.raises((BackboneError, DatasetError, CheckpointError), match=match) as err:
         finetune(data, model, **kwargs)
@@ -178,11 +184,11 @@ def test_bad_input_gets_one_line(case, shapes, tmp_path):
     assert not (tmp_path / "x" / "model.safetensors").exists()
 
 
-def test_cli_json_is_the_result(shapes, tmp_path, capsys):
+def test_cli_json_is_the_result(small, tmp_path, capsys):
     from backbones.cli.runner import main
 
     out = tmp_path / "cli"
-    assert main(["finetune", str(shapes), "--model", "resnet18", "--weights", "none", "--epochs", "2",
+    assert main(["finetune", str(small), "--model", "resnet18", "--weights", "none", "--epochs", "2",
                  "--input-size", "32", "--batch-size", "16", "--out", str(out), "--device", "cpu", "--json"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
@@ -193,18 +199,18 @@ def test_cli_json_is_the_result(shapes, tmp_path, capsys):
     progress = [ln for ln in captured.err.splitlines() if ln.startswith("[")]
     assert len(progress) == doc["epochs_run"] and progress[-1].startswith(f"[{doc['epochs_run']}/2] head: epoch")
     with pytest.raises(SystemExit) as exit_:
-        main(["finetune", str(shapes), "--model", "resnet18", "--optimizer", "lion"])
+        main(["finetune", str(small), "--model", "resnet18", "--optimizer", "lion"])
     assert exit_.value.code == 2
-    assert main(["finetune", str(shapes), "--model", "resnet18", "--weights", "none", "--epochs", "-1"]) == 2
+    assert main(["finetune", str(small), "--model", "resnet18", "--weights", "none", "--epochs", "-1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: epochs must be at least 1, got -1"
 
 
-def test_cancel_before_the_first_epoch_ends_leaves_no_run_folder(shapes, tmp_path):
+def test_cancel_before_the_first_epoch_ends_leaves_no_run_folder(small, tmp_path):
     from backbones.errors import CancelledError
 
     extracted = []
     with pytest.raises(CancelledError, match="nothing was saved") as err:
-        finetune(shapes, "resnet18", weights="none", epochs=3, input_size=32, device="cpu", out_dir=tmp_path / "gone",
+        finetune(small, "resnet18", weights="none", epochs=3, input_size=32, device="cpu", out_dir=tmp_path / "gone",
                  extract_progress=lambda done, total, _m: extracted.append(done >= total),
                  should_stop=lambda: bool(extracted and extracted[-1]))
     assert "\n" not in str(err.value) and not (tmp_path / "gone").exists()
