@@ -15,7 +15,7 @@ from dashboard.caches import (
     guard_memory,
     loaded_model,
     results_store,
-    saved_checkpoints_in,
+    saved_checkpoints,
     weights_rows,
 )
 from dashboard.caches import digest as digest_of
@@ -206,7 +206,7 @@ def forget_saved_checkpoint(path: str) -> None:
     from dashboard import state
 
     forget_checkpoint(path)
-    saved_checkpoints_in.clear()
+    saved_checkpoints.clear()
     for custom in state.custom_models().values():
         if custom.path == path:  # the same file uploaded in this session
             state.remove_custom(custom.label)

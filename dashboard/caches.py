@@ -314,6 +314,9 @@ def local_runs_in(root: str) -> tuple[list, list[str]]:
     return read(root)
 
 
+local_runs.clear = local_runs_in.clear  # after a fine-tune: the Training runs page lists it at once
+
+
 def saved_checkpoints() -> list:
     """The checkpoints saved on this machine (fine-tunes, saved probes), newest first, re-read every 10 s."""
     from backbones.paths import checkpoints_index_dir
@@ -327,6 +330,9 @@ def saved_checkpoints_in(index: str) -> list:
     from backbones.transfer.export import list_saved_checkpoints
 
     return list_saved_checkpoints()
+
+
+saved_checkpoints.clear = saved_checkpoints_in.clear  # after a save: every picker offers the new checkpoint
 
 
 def custom_models() -> dict[str, CustomModel]:
