@@ -37,6 +37,8 @@ from torch import nn
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.datasets import Dataset, Skipped
 from backbones.errors import BackboneError, CancelledError, DatasetError
+from backbones.transfer.npyfile import RowWriter
+from backbones.transfer.prelogits import PreLogits, classifier_name, is_timm_model, pre_logit_module
 
 __all__ = [
     "SPLIT_CODES", "FeatureSet", "PreLogits", "classifier_name", "clear_features", "dataset_digest",
@@ -48,73 +50,7 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 UNASSIGNED = -1
 #: Bump when what is stored (or how features are computed) changes: old entries are then never reused.
 FEATURES_VERSION = 1
-#: Bytes reserved for the ``.npy`` header, so the final shape can be written over the first one in place.
-_HEADER_BYTES = 128
 _DIGEST_CHUNK = 1 << 20
-
-
-# ----------------------------------------------------------------------------- pre-logit features
-def is_timm_model(model: nn.Module) -> bool:
-    """timm models split their forward into ``forward_features`` and ``forward_head(pre_logits=)``."""
-    return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
-
-
-def classifier_name(model: nn.Module) -> str:
-    """Dotted name of the layer that turns the pre-logit features into class scores.
-
-    timm: ``get_classifier()``; otherwise the last ``nn.Linear`` (torchvision's ``fc``,
-    ``classifier.6``, ``heads.head``; a checkpoint's own head), else a last 1x1 ``nn.Conv2d``
-    (SqueezeNet). Raises :class:`BackboneError` when the model has neither.
-    """
-    if is_timm_model(model) and callable(getattr(model, "get_classifier", None)):
-        head = model.get_classifier()
-        for name, module in model.named_modules():
-            if module is head and isinstance(module, (nn.Linear, nn.Conv2d)):
-                return name
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if linear:
-        return linear[-1]
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
-    if convs:
-        return convs[-1]
-    raise BackboneError(f"{type(model).__name__} has no Linear or 1x1 convolution classifier to take features before")
-
-
-class PreLogits(nn.Module):
-    """``(N, 3, H, W)`` images -> ``(N, D)`` pooled features, the input of ``model``'s classifier.
-
-    timm (and the bundled Lites, timm's ``tf_efficientnet_lite``): ``forward_head(forward_features(x),
-    pre_logits=True)``. Others: ``model(x)`` with a pre-hook on the classifier
-    (:func:`classifier_name`) that keeps its input; the hook lives only during the call. A 1x1
-    convolution head's input is averaged over space. The model is not copied.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.timm = is_timm_model(model)
-        self.head = None if self.timm else classifier_name(model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.timm:
-            return self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1)
-        head = self.model.get_submodule(self.head)
-        seen: list[torch.Tensor] = []
-        handle = head.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
-        if not seen:
-            raise BackboneError(f"the classifier {self.head} was not called by the model's forward")
-        feats = seen[-1]
-        return (feats.mean(dim=(2, 3)) if feats.ndim == 4 else feats).flatten(1)
-
-
-def pre_logit_module(model) -> PreLogits:
-    """:class:`PreLogits` of an ``nn.Module`` or a :class:`~backbones.zoo.models.LoadedModel`."""
-    inner = getattr(model, "model", None)
-    return PreLogits(inner if isinstance(inner, nn.Module) and not isinstance(model, nn.Module) else model)
 
 
 # ----------------------------------------------------------------------------- the result
@@ -255,53 +191,6 @@ def features_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- on disk
-def _npy_header(shape: tuple[int, int]) -> bytes:
-    """A version 1.0 ``.npy`` header for a C-ordered float16 array, padded to exactly ``_HEADER_BYTES``.
-
-    Fixed length, so the row count can be rewritten in place once the unreadable images are known.
-    """
-    text = repr({"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": tuple(shape)})
-    body_len = _HEADER_BYTES - 10
-    body = text.ljust(body_len - 1) + "\n"
-    if len(body) != body_len:
-        raise BackboneError(f"feature array shape {shape} is too large for the cache header")
-    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body.encode("latin1")
-
-
-class _RowWriter:
-    """Rows appended to ``<folder>/features.npy`` by plain writes; the space is reserved up front."""
-
-    def __init__(self, path: Path, n_max: int, dim: int):
-        self.path, self.n_max, self.dim, self.rows = path, n_max, dim, 0
-        self.file = open(path, "wb")
-        try:
-            self.file.write(_npy_header((n_max, dim)))
-            if hasattr(os, "posix_fallocate"):
-                # A full disk fails here, with a clear message, not halfway or as a SIGBUS later.
-                os.posix_fallocate(self.file.fileno(), 0, _HEADER_BYTES + n_max * dim * 2)
-        except BaseException:
-            self.file.close()
-            raise
-
-    def append(self, block: np.ndarray) -> None:
-        if block.shape[1] != self.dim:
-            raise BackboneError(f"the model gave {block.shape[1]} features for some images and {self.dim} for others")
-        self.file.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
-        self.rows += block.shape[0]
-
-    def finish(self) -> None:
-        self.file.truncate(_HEADER_BYTES + self.rows * self.dim * 2)
-        self.file.seek(0)
-        self.file.write(_npy_header((self.rows, self.dim)))
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-
-
 def _disk_error(exc: OSError, root: Path) -> DatasetError:
     return DatasetError(f"cannot write the feature cache under {root} ({exc.strerror or exc}); free some space or "
                         "set BACKBONES_CACHE_DIR to a larger disk")
@@ -465,7 +354,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
     kept: list[int] = []
     unreadable: list[Skipped] = []
     folder = root / key
-    rows: _RowWriter | None = None
+    rows: RowWriter | None = None
     if progress:
         share = f" (this process's share: {world} processes)" if world > 1 else ""
         progress(0, n, f"extracting {loaded.name} features of {dataset.name}: {n} images{share}")
@@ -501,7 +390,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
                     if writer:
                         block = np.stack([f for _, f in order])
                         if rows is None:
-                            rows = _RowWriter(tmp / "features.npy", n, block.shape[1])
+                            rows = RowWriter(tmp / "features.npy", n, block.shape[1])
                         rows.append(block)
                 if progress:
                     progress(min(done, n), n, _progress_message(min(done, n), n, time.perf_counter() - loop_started,
