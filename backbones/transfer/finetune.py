@@ -37,7 +37,8 @@ from torch import nn
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.distributed import broadcast_object, is_distributed
 from backbones.errors import BackboneError, CancelledError, DatasetError
-from backbones.transfer.features import SPLIT_CODES, UNASSIGNED, classifier_name, extract_features
+from backbones.transfer.features import SPLIT_CODES, UNASSIGNED, extract_features
+from backbones.transfer.prelogits import classifier_name
 from backbones.transfer.probes import TEST, TRAIN, VAL, assign_splits, split_sizes
 from backbones.transfer.runs import (
     EpochRecord,

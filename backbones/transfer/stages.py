@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from backbones.errors import CheckpointError
-from backbones.transfer.features import classifier_name
+from backbones.transfer.prelogits import classifier_name
 
 
 def _last_stage_prefix(model: nn.Module) -> str:
