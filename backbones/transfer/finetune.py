@@ -246,6 +246,13 @@ def _finetune(ds, model, *, stage, epochs, lr, batch_size, optimizer, weight_dec
         if trainer.best.state is not None and trainer.checkpoint is None:  # stopped in the head phase
             net.load_state_dict(trainer.best.state, strict=False)
             trainer.checkpoint = save()
+    except BaseException:
+        # Interrupted another way (Ctrl-C; a dashboard rerun raised inside ``progress``): the best head so far
+        # is still saved, as a cancel would keep it; the last stage saves its best at every improvement.
+        if trainer.best.state is not None and trainer.checkpoint is None and trainer.best.stage == "head":
+            net.load_state_dict(trainer.best.state, strict=False)
+            save()
+        raise
     if trainer.best.state is None:
         if new_folder:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -222,3 +222,17 @@ def test_sgd_with_the_cosine_schedule_lowers_the_loss_from_the_cached_features(h
     lrs = [r.lr for r in result.history]
     assert lrs[0] == 1e-2 and lrs == sorted(lrs, reverse=True)  # SGD's default, annealed
     assert result.history[-1].loss < result.history[0].loss
+
+
+def test_an_interrupted_head_phase_still_saves_its_best_head(small, tmp_path):
+    class Interrupted(Exception):
+        """What a dashboard rerun raises inside a progress callback."""
+
+    def progress(done, total, record):
+        if done == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        finetune(small, "resnet18", weights="none", epochs=5, batch_size=8, input_size=32, device="cpu",
+                 out_dir=tmp_path / "i", progress=progress)
+    assert load_model(None, checkpoint=tmp_path / "i" / "model.safetensors").categories == CLASSES
