@@ -39,6 +39,20 @@ def cache_dir() -> Path:
     return Path(base) / "backbone-lens"
 
 
+def runs_dir() -> Path:
+    """``cache_dir()/runs``: one folder per fine-tune run on this machine (its log, CSV and checkpoint).
+
+    The Training runs page lists every run found here without an upload.
+    """
+    return cache_dir() / "runs"
+
+
+def checkpoints_index_dir() -> Path:
+    """``cache_dir()/checkpoints``: one small JSON file per checkpoint saved on this machine (wherever the
+    checkpoint itself lives); the Models page lists them as the user's own."""
+    return cache_dir() / "checkpoints"
+
+
 def folder_quota_bytes() -> int:
     """``$BACKBONES_UPLOAD_QUOTA_MB`` (default 8192) in bytes: the bound of each of uploads/ and datasets/."""
     return int(env_number("BACKBONES_UPLOAD_QUOTA_MB", DEFAULT_QUOTA_MB) * 2**20)

@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbones.errors import BackboneError
-from dashboard.caches import catalog_rows, comparison, guard_memory, loaded_model, results_store, weights_rows
+from dashboard.caches import (
+    catalog_rows,
+    comparison,
+    guard_memory,
+    loaded_model,
+    results_store,
+    saved_checkpoints,
+    weights_rows,
+)
 from dashboard.caches import digest as digest_of
 from dashboard.state import CUSTOM_PREFIX, device, push_notice, session_gone
 
@@ -193,6 +201,18 @@ class SessionCancel:
         return self._gone()
 
 
+def forget_saved_checkpoint(path: str) -> None:
+    """Take a checkpoint saved on this machine off every session's list (its file stays where it is)."""
+    from backbones.transfer.export import forget_checkpoint
+    from dashboard import state
+
+    forget_checkpoint(path)
+    saved_checkpoints.clear()
+    for custom in state.custom_models().values():
+        if custom.path == path:  # the same file uploaded in this session
+            state.remove_custom(custom.label)
+
+
 def download_weights(names: list[str], *, progress) -> list:
     """Download the default trained weights of ``names``, one after another (progress: done, total, name).
 
@@ -255,7 +275,7 @@ def save_probe_checkpoint(row, dataset_name: str) -> str:
 def _saved_checkpoints_changed() -> None:
     from dashboard import caches
 
-    for name in ("custom_models", "saved_checkpoints"):
+    for name in ("custom_models", "saved_checkpoints", "local_runs"):
         cached = getattr(caches, name, None)
         if hasattr(cached, "clear"):
             cached.clear()

@@ -17,7 +17,8 @@ import streamlit as st
 from backbones.errors import BackboneError
 from backbones.zoo.catalog import get_entry, list_models
 from backbones.zoo.models import LoadedModel, load_model
-from dashboard.state import CUSTOM_PREFIX, custom_models, device, display_name, push_notice, store_name
+from dashboard.state import CUSTOM_PREFIX, CustomModel, device, display_name, push_notice, store_name
+from dashboard.state import custom_models as session_custom_models
 
 
 @st.cache_resource(show_spinner=False)
@@ -324,6 +325,54 @@ def demo_runs() -> list:
     from backbones.data.logs import demo_runs as read
 
     return read()
+
+
+def local_runs() -> tuple[list, list[str]]:
+    """``(runs, problems)`` of this machine's fine-tunes (re-read every 10 s, so a running one grows)."""
+    from backbones.paths import runs_dir
+
+    return local_runs_in(str(runs_dir()))
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def local_runs_in(root: str) -> tuple[list, list[str]]:
+    """:func:`local_runs` of the runs folder ``root`` (the cache is keyed by it)."""
+    from backbones.data.logs import local_runs as read
+
+    return read(root)
+
+
+local_runs.clear = local_runs_in.clear  # after a fine-tune: the Training runs page lists it at once
+
+
+def saved_checkpoints() -> list:
+    """The checkpoints saved on this machine (fine-tunes, saved probes), newest first, re-read every 10 s."""
+    from backbones.paths import checkpoints_index_dir
+
+    return saved_checkpoints_in(str(checkpoints_index_dir()))
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def saved_checkpoints_in(index: str) -> list:
+    # Keyed by the index folder: a server (or a test) that changes its cache folder reads the new one.
+    from backbones.transfer.export import list_saved_checkpoints
+
+    return list_saved_checkpoints()
+
+
+saved_checkpoints.clear = saved_checkpoints_in.clear  # after a save: every picker offers the new checkpoint
+
+
+def custom_models() -> dict[str, CustomModel]:
+    """Every checkpoint the picker offers: those saved on this machine (fine-tunes, saved probes) and this
+    session's uploads (an upload under the same name wins in its session)."""
+    out = {
+        c.label: CustomModel(label=c.label, arch=c.arch, path=c.path, classes=c.classes, digest=c.digest,
+                             num_classes=c.num_classes, saved=True)
+        for c in saved_checkpoints()
+    }
+    out.update(session_custom_models())
+    return out
 
 
 @st.cache_data(show_spinner="Unpacking…", max_entries=8)

@@ -66,7 +66,7 @@ def render_sidebar() -> None:
 def weights_badge(option: str, row: dict | None) -> str:
     """One badge that says what the user can do with a backbone here: ready / download NN MB / untrained only."""
     if option.startswith(state.CUSTOM_PREFIX):
-        custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
+        custom = caches.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
         return t("badge.checkpoint", arch=custom.arch, n=custom.num_classes) if custom else ""
     if row is None or row["status"] == "none":
         return t("badge.untrained")

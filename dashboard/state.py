@@ -39,6 +39,7 @@ class CustomModel:
     classes: tuple[str, ...] | None
     digest: str
     num_classes: int
+    saved: bool = False  # saved on this machine (a fine-tune, a probe): listed for every session, not uploaded
 
 
 def _linked_selection() -> list[str] | None:
@@ -85,6 +86,7 @@ def picker_key() -> str:
 
 
 def custom_models() -> dict[str, CustomModel]:
+    """This session's uploaded checkpoints (with those saved on this machine: ``caches.custom_models``)."""
     init_session()
     return dict(st.session_state[CUSTOM])
 

@@ -13,8 +13,9 @@ from backbones.zoo.catalog import DEFAULT_MODEL
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
     """``--model``, ``--weights``, ``--checkpoint``, ``--classes``, ``--device``."""
     parser.add_argument(
-        "--model", "-m", default=None if required else DEFAULT_MODEL, required=required,
-        help=f"catalog name (default {DEFAULT_MODEL}); see `python -m backbones list`",
+        "--model", "-m", default=None, required=required,
+        help=f"catalog name (default {DEFAULT_MODEL}, or the architecture a --checkpoint names); "
+        "see `python -m backbones list`",
     )
     parser.add_argument("--weights", default="default", help="weights name, 'default' or 'none' (untrained)")
     parser.add_argument("--checkpoint", default=None, help="your fine-tuned checkpoint (.pth/.pt/.bin/.safetensors)")
@@ -34,10 +35,12 @@ def load_from_args(args: argparse.Namespace, *, device=None):
 
     if args.classes and not args.checkpoint:
         raise BackboneError("--classes goes with --checkpoint")
-    bar = ProgressBar(f"downloading {args.model}")  # draws nothing unless a download happens
+    # A checkpoint saved by this project names its own architecture; others need --model.
+    name = args.model or (None if args.checkpoint else DEFAULT_MODEL)
+    bar = ProgressBar(f"downloading {name}")  # draws nothing unless a download happens
     try:
         return load_model(
-            args.model, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes, progress=bar,
+            name, weights=args.weights, checkpoint=args.checkpoint, classes=args.classes, progress=bar,
             device=args.device if device is None else device,
         )
     finally:

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, metavar="LABEL",
                    help="with --import: label the imported rows (default: the machine they were measured on); "
                    "otherwise: show only rows from LABEL ('here' for this machine)")
-    p.add_argument("--kind", default=None, help="only rows of this kind (latency, evaluation)")
+    p.add_argument("--kind", default=None, help="only rows of this kind (latency, evaluation, transfer)")
     p.add_argument("--model", default=None, help="only rows of this model")
     p.add_argument("--db", default=None, metavar="PATH", help="results database: a file, sqlite:///FILE, "
                    "a postgresql:// URL or libpq keywords 'host=H dbname=D ...'")

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "backbones.cli.measure",
     "backbones.cli.summary",
     "backbones.cli.data",
+    "backbones.cli.transfer",
+    "backbones.cli.finetune",
 )
 
 

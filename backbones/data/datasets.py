@@ -30,12 +30,21 @@ _PATH_HEADERS = {"path", "paths", "file", "files", "filename", "file_name", "fil
 _LABEL_HEADERS = {"label", "labels", "class", "classes", "class_name", "classname", "category", "target", "y",
                   "class_id", "label_id", "class_index", "label_index", "species"}
 
+#: Sub-folder names read as a dataset's splits (``train/<class>/…``, ``val/<class>/…``, ``test/<class>/…``).
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+#: The splits, in order.
+SPLITS = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: an absolute ``path`` and its ``label`` (a class name or an integer index)."""
+    """One labelled image: an absolute ``path``, its ``label`` (a class name or an integer index) and, when
+    the dataset comes in ``train/`` ``val/`` ``test/`` folders, its ``split`` (one of :data:`SPLITS`)."""
 
     path: str
     label: str | int
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,16 @@ class Dataset:
     def counts(self) -> dict[str | int, int]:
         return dict(Counter(s.label for s in self.samples))
 
+    @property
+    def has_splits(self) -> bool:
+        """True when the dataset came in ``train/`` ``val/`` ``test/`` folders (every sample has a split)."""
+        return bool(self.samples) and all(s.split is not None for s in self.samples)
+
+    def split_counts(self) -> dict[str, int]:
+        """Images per split (``{}`` without split folders)."""
+        counts = Counter(s.split for s in self.samples if s.split is not None)
+        return {k: counts[k] for k in SPLITS if counts[k]}
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
@@ -87,10 +106,21 @@ def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _read_folder(root: Path) -> Dataset:
-    class_dirs = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)), key=lambda p: p.name
-    )
+def _sub_folders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name)), key=lambda p: p.name)
+
+
+def _split_folders(root: Path, class_dirs: list[Path]) -> dict[str, Path] | None:
+    """``{split: folder}`` when every sub-folder is a split name (train/, val/, test/) holding class folders."""
+    names = [SPLIT_FOLDERS.get(p.name.lower()) for p in class_dirs]
+    if not class_dirs or None in names or len(set(names)) != len(names) or "train" not in names:
+        return None
+    if not all(_sub_folders(p) for p in class_dirs):  # classes literally named "train" and "test"
+        return None
+    return dict(zip(names, class_dirs))
+
+
+def _class_samples(class_dirs: list[Path], split: str | None = None) -> list[Sample]:
     samples: list[Sample] = []
     for class_dir in class_dirs:
         files = []
@@ -98,7 +128,17 @@ def _read_folder(root: Path) -> Dataset:
             dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
             files += [Path(dirpath) / f for f in filenames if not _is_hidden(f) and _is_image_name(f)]
         label: str | int = class_dir.name
-        samples += [Sample(str(f), label) for f in sorted(files)]
+        samples += [Sample(str(f), label, split) for f in sorted(files)]
+    return samples
+
+
+def _read_folder(root: Path) -> Dataset:
+    class_dirs = _sub_folders(root)
+    splits = _split_folders(root, class_dirs)
+    if splits is None:
+        samples = _class_samples(class_dirs)
+    else:
+        samples = [s for split in SPLITS if split in splits for s in _class_samples(_sub_folders(splits[split]), split)]
     if not samples:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_name(p.name)]
         if loose:
@@ -218,7 +258,9 @@ def read_dataset(path: str | os.PathLike, *, name: str | None = None) -> Dataset
     """Read an ImageFolder-style directory or a ``path,label`` CSV (``.csv``, ``.tsv`` or ``.txt``).
 
     Folders: one sub-folder per class, image files found by extension at any
-    depth, hidden files and folders ignored. CSV: a header row is optional
+    depth, hidden files and folders ignored; a folder whose sub-folders are
+    ``train/`` (and ``val/``/``valid/``, ``test/``), each with one sub-folder per
+    class, gives samples tagged with their :attr:`Sample.split`. CSV: a header row is optional
     (recognised by names such as ``path``/``file``/``image`` and
     ``label``/``class``); labels are all integers (class indices) or else class
     names; relative paths are resolved against the CSV's folder. Malformed rows

@@ -93,3 +93,27 @@ def gather_to_all(obj) -> list:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one process is up."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_sum(values, device: torch.device) -> list[float]:
+    """``values`` (floats) summed over every process; unchanged in a single process. On ``device``: nccl
+    reduces tensors on the GPU only."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (picklable) on every process; ``obj`` itself in a single process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -20,7 +20,6 @@ differ in the last float digits, as kernels choose their algorithms by shape.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -29,13 +28,11 @@ from dataclasses import dataclass, field
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.data.classes import ClassMatch, is_imagenet, match_classes
 from backbones.data.datasets import Dataset, Sample, Skipped, read_dataset, select_samples
-from backbones.errors import BackboneError, CancelledError, DatasetError, DeviceError
+from backbones.errors import CancelledError, DatasetError
 from backbones.inference.logits import logits_of
 
 #: The column of the confusion matrix that counts predictions outside the dataset's classes.
 OTHER = "other"
-#: ``amp`` choices: the autocast dtype's name in torch.
-AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 @dataclass(frozen=True)
 class Guess:
@@ -230,7 +227,7 @@ class _Tally:
         return sum(self.seen)
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -239,25 +236,9 @@ def _format_eta(seconds: float) -> str:
 def _progress_message(done: int, total: int, elapsed: float, tally: _Tally) -> str:
     """``40/100 images, 12.5 images/s, ETA 0:05, top-1 so far 80.0%``."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    speed = f", {rate:.1f} images/s, ETA {_format_eta((total - done) / rate)}" if rate > 0 else ""
+    speed = f", {rate:.1f} images/s, ETA {format_eta((total - done) / rate)}" if rate > 0 else ""
     acc = f", top-1 so far {sum(tally.correct1) / tally.n:.1%}" if tally.n else ""
     return f"{done}/{total} images{speed}{acc}"
-
-
-def _autocast(device, amp: str | None):
-    """Autocast to ``amp`` (bf16/fp16) on cuda; a no-op context without ``amp``."""
-    import torch
-
-    if amp is None:
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise BackboneError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-    if device.type != "cuda":
-        raise DeviceError(
-            f"mixed precision (amp) runs on cuda only, not {device}: on a CPU it is slower than float32 on most "
-            "processors; drop --amp or use --device cuda"
-        )
-    return torch.autocast("cuda", dtype=getattr(torch, AMP_DTYPES[amp]))
 
 
 def evaluate_dataset(
@@ -299,14 +280,11 @@ def evaluate_dataset(
     import torch
 
     from backbones.data.distributed import current_shard, gather_to_all
-    from backbones.data.loading import default_workers, make_loader
+    from backbones.data.loading import autocast_for, check_loader_options, default_workers, make_loader, to_model_input
 
-    if batch_size < 1:
-        raise DatasetError(f"batch size must be at least 1, got {batch_size}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise DatasetError(f"workers must be 0 or more, got {workers!r}")
+    check_loader_options(batch_size, workers)
     device = loaded.device
-    autocast = _autocast(device, amp)  # refused before any image is read
+    autocast = autocast_for(device, amp)  # refused before any image is read
     ds = dataset if isinstance(dataset, Dataset) else read_dataset(dataset)
     started = time.perf_counter()
     categories = tuple(loaded.categories)
@@ -348,9 +326,7 @@ def evaluate_dataset(
             raise CancelledError(f"evaluation cancelled after {done} of {total} images")
         scored: list[tuple[int, tuple[tuple[int, ...], tuple[float, ...]] | str]] = list(batch.skipped)
         if batch.images is not None:
-            x = batch.images.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_model_input(batch.images, device, channels_last)
             with loaded.lock, torch.inference_mode(), autocast:
                 logits = logits_of(loaded.model(x))
             with torch.inference_mode():

@@ -14,6 +14,7 @@ share of the samples, every sample exactly once (no padding duplicates, unlike
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -23,12 +24,14 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from backbones.data.datasets import Sample
-from backbones.errors import ImageError
+from backbones.errors import BackboneError, DatasetError, DeviceError, ImageError
 from backbones.inference.images import load_image
 from backbones.inference.preprocessing import Preprocessing
 
 #: Most workers :func:`default_workers` picks: decoding rarely scales further on one GPU.
 MAX_DEFAULT_WORKERS = 8
+#: ``amp`` choices: the autocast dtype's name in torch.
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def default_workers() -> int:
@@ -121,3 +124,31 @@ def make_loader(
         collate_fn=collate_decoded,
         pin_memory=pin_memory,
     )
+
+
+def check_loader_options(batch_size, workers) -> None:
+    """Refuse a batch size below 1 or a negative / non-integer worker count (one-line DatasetError)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DatasetError(f"batch size must be at least 1, got {batch_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise DatasetError(f"workers must be 0 or more, got {workers!r}")
+
+
+def autocast_for(device: torch.device, amp: str | None):
+    """Autocast to ``amp`` (bf16/fp16) on cuda; a no-op context without ``amp``."""
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise BackboneError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    if device.type != "cuda":
+        raise DeviceError(
+            f"mixed precision (amp) runs on cuda only, not {device}: on a CPU it is slower than float32 on most "
+            "processors; drop --amp or use --device cuda"
+        )
+    return torch.autocast("cuda", dtype=getattr(torch, AMP_DTYPES[amp]))
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A decoded batch on the model's device (non-blocking from pinned memory), channels-last when asked."""
+    x = images.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -77,3 +77,112 @@ def sample_dataset() -> Path:
                 raise DatasetError(f"cannot build the built-in sample ({exc.strerror or exc})") from exc
     touch(target)  # recently used: pruning of datasets/ takes the oldest first
     return target
+
+
+# ----------------------------------------------------------------------------- the transfer sample
+#: Bump when the transfer sample's images or classes change.
+TRANSFER_SAMPLE_VERSION = 1
+#: What ``python -m backbones transfer`` and the Transfer page call the transfer sample.
+TRANSFER_SAMPLE_NAME = "sample-transfer"
+#: Images per class: 9 train, 3 validation, 3 test with the probes' stratified split.
+TRANSFER_PER_CLASS = 15
+
+
+def _mri_slice():
+    """matplotlib's ``s1045.ima.gz``: a real 256x256 16-bit MRI slice of a head, as an 8-bit greyscale image."""
+    import gzip
+
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "s1045.ima.gz"
+    with gzip.open(path) as f:
+        scan = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float64)
+    scan = (255 * scan / max(scan.max(), 1.0)).astype(np.uint8)
+    return Image.fromarray(scan).convert("RGB")
+
+
+def _terrain():
+    """matplotlib's ``jacksboro_fault_dem.npz``: real elevations of a fault zone, shaded as a relief map."""
+    import matplotlib
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import LightSource
+    from PIL import Image
+
+    with np.load(Path(matplotlib.get_data_path()) / "sample_data" / "jacksboro_fault_dem.npz") as dem:
+        elevation = dem["elevation"].astype(np.float64)
+    rgb = LightSource(azdeg=315, altdeg=45).shade(elevation, cmap=colormaps["gist_earth"], blend_mode="overlay")
+    return Image.fromarray((rgb[..., :3] * 255).astype(np.uint8))
+
+
+def _transfer_sources() -> dict[str, Callable]:
+    """Class name -> how its source image is made. None of the names is an ImageNet class."""
+    from PIL import Image
+
+    photos = {p.name: p for p in sample_photos().values()}
+
+    def photo(name: str) -> Callable:
+        def opened():
+            with Image.open(photos[name]) as img:
+                return img.convert("RGB")
+        return opened
+
+    sources: dict[str, Callable] = {}
+    for label, file in (("architecture", "china.jpg"), ("blossom", "flower.jpg"), ("portrait", "grace_hopper.jpg")):
+        if file in photos:
+            sources[label] = photo(file)
+    try:
+        import matplotlib  # noqa: F401  (ships the scan and the elevations)
+
+        sources["medical scan"] = _mri_slice
+        sources["terrain"] = _terrain
+    except ImportError:
+        pass
+    return sources
+
+
+def _transfer_views(img, per_class: int, seed: int):
+    """``per_class`` crops of ``img``: seeded positions and scales (35-80% of the shorter side), half mirrored,
+    some turned greyscale, each resized to 160 px on its shorter side."""
+    import random
+
+    from PIL import ImageOps
+
+    rng = random.Random(seed)
+    w, h = img.size
+    for j in range(per_class):
+        side = int(min(w, h) * rng.uniform(0.35, 0.8))
+        left, top = rng.randint(0, w - side), rng.randint(0, h - side)
+        crop = img.crop((left, top, left + side, top + side)).resize((160, 160))
+        if j % 2:
+            crop = ImageOps.mirror(crop)
+        if j % 5 == 4:
+            crop = ImageOps.grayscale(crop).convert("RGB")
+        yield crop
+
+
+def transfer_sample_dataset() -> Path:
+    """The transfer sample's folder, built on first use: five classes that are not ImageNet classes
+    (``architecture``, ``blossom``, ``portrait`` from the packaged photos; ``medical scan`` and ``terrain``
+    from matplotlib's real MRI slice and elevation map), :data:`TRANSFER_PER_CLASS` crops each.
+
+    Raises :class:`DatasetError` when fewer than two sources are installed.
+    """
+    target = cache_dir() / "datasets" / f"{TRANSFER_SAMPLE_NAME}-{TRANSFER_SAMPLE_VERSION}"
+    if not target.is_dir():
+        sources = _transfer_sources()
+        if len(sources) < 2:
+            raise DatasetError("the transfer sample needs matplotlib and scikit-learn installed (they ship its images)")
+        try:
+            with building_folder(target, prefix=".sample-") as tmp:
+                for i, (label, make) in enumerate(sources.items()):
+                    (tmp / label).mkdir()
+                    for j, view in enumerate(_transfer_views(make(), TRANSFER_PER_CLASS, seed=i)):
+                        view.save(tmp / label / f"{j:02d}.jpg", quality=90)
+        except OSError as exc:
+            if not target.is_dir():
+                raise DatasetError(f"cannot build the transfer sample ({exc.strerror or exc})") from exc
+    touch(target)
+    return target

@@ -44,6 +44,11 @@ class Preprocessing:
         return (3, self.crop_size, self.crop_size)
 
     @property
+    def interpolation_mode(self) -> InterpolationMode:
+        """torchvision's constant for :attr:`interpolation` (bilinear when the name is unknown)."""
+        return _INTERPOLATIONS.get(self.interpolation, InterpolationMode.BILINEAR)
+
+    @property
     def crop_pct(self) -> float:
         return round(self.crop_size / self.resize_size, 3)
 

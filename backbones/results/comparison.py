@@ -5,7 +5,7 @@ columns come from the catalog with their sources; latency, size and MACs come
 from the results store, latest measurement first, for a chosen device, batch
 size and thread count. Imported measurements (a GPU box, a colleague's laptop)
 are their own series. Evaluations on the user's datasets appear as
-``accuracy on <dataset>``.
+``accuracy on <dataset>``, linear probes (``transfer``) as ``<dataset> (linear probe)``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ComparisonRow:
     measured_at: str | None = None
     reference_cpu_ms: float | None = None
     reference_cpu_source: str | None = None
-    accuracy_on: dict = field(default_factory=dict)  # dataset -> top-1 (fraction)
+    accuracy_on: dict = field(default_factory=dict)  # dataset (or "<dataset> (linear probe)") -> top-1 (fraction)
 
     @property
     def params_m(self) -> float | None:
@@ -98,7 +98,7 @@ def comparison_rows(
     """
     store = ResultsStore() if store is None else store
     by_model: dict[str, list] = {}
-    for r in sorted(store.query(kind=("latency", "evaluation"), model=set(names)), key=lambda r: r.created):
+    for r in sorted(store.query(kind=("latency", "evaluation", "transfer"), model=set(names)), key=lambda r: r.created):
         by_model.setdefault(r.model, []).append(r)
     rows: list[ComparisonRow] = []
     for name in names:
@@ -112,6 +112,9 @@ def comparison_rows(
             dataset = ev.payload.get("dataset") or "dataset"
             if ev.payload.get("top1") is not None:
                 accuracy[str(dataset)] = float(ev.payload["top1"])
+        for tr in (r for r in stored if r.kind == "transfer"):  # the latest probe per dataset wins
+            if tr.payload.get("top1") is not None:
+                accuracy[f"{tr.payload.get('dataset') or 'dataset'} (linear probe)"] = float(tr.payload["top1"])
         base = dict(
             model=name,
             display_name=(display_names or {}).get(name) or (entry.display_name if entry else name),

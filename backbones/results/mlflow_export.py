@@ -158,6 +158,8 @@ def run_metrics(row: StoredResult) -> dict[str, float]:
         "latency": {"latency_median_ms": "median_ms", "latency_p10_ms": "p10_ms", "latency_p90_ms": "p90_ms",
                     "images_per_s": "throughput_ips"},
         "evaluation": {"top1": "top1", "top5": "top5", "images_per_s": "images_per_second"},
+        "transfer": {"linear_probe_top1": "top1", "knn_top1": "knn_top1", "logme": "logme",
+                     "images_per_s": "extract_images_per_s"},
     }[row.kind]
     return {metric: float(p[key]) for metric, key in names.items()
             if isinstance(p.get(key), (int, float)) and not isinstance(p.get(key), bool)}

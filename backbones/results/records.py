@@ -23,8 +23,8 @@ from backbones.errors import StoreError
 
 HERE = "here"
 #: The kinds of measurement the store keeps (payloads: ``BenchmarkResult.to_record()``,
-#: ``EvaluationResult.to_store_payload()``).
-KINDS = ("latency", "evaluation")
+#: ``EvaluationResult.to_store_payload()``, ``TransferRow.to_store_payload()``).
+KINDS = ("latency", "evaluation", "transfer")
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 4096
 MAX_DEPTH = 32
@@ -198,6 +198,11 @@ def _any_object(value, where: str) -> None:
         raise _fail(where, "an object", value)
 
 
+def _any_bool(value, where: str) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise _fail(where, "true or false", value)
+
+
 _MS = _number(0.0, 1e9)
 _COUNT = _number(0, 10**15, integer=True)
 _FRACTION = _number(0.0, 1.0)
@@ -266,7 +271,39 @@ EVALUATION_PAYLOAD = _object(
     }
 )
 
-PAYLOADS = {"latency": LATENCY_PAYLOAD, "evaluation": EVALUATION_PAYLOAD}
+_SCORE = _object({"top1": _FRACTION, "k": _SETTING, "top5": _FRACTION, "mean_class": _FRACTION,
+                  "top1_ci": _list_of(_FRACTION), "C": _number(0.0, 1e12)}, nullable=True)
+
+#: What ``TransferRow.to_store_payload()`` writes: one backbone's probes on a user's dataset.
+TRANSFER_PAYLOAD = _object(
+    {
+        "model": _text(name=True),
+        "architecture": _text(),
+        "weights": _text(),
+        "dataset": _text(name=True),
+        "n": _COUNT,
+        "skipped": _COUNT,
+        "classes": _COUNT,
+        "splits": _map_of(_COUNT),
+        "feature_dim": _COUNT,
+        "top1": _FRACTION,
+        "top1_ci": _list_of(_FRACTION),
+        "top5": _FRACTION,
+        "mean_class": _FRACTION,
+        "C": _number(0.0, 1e12),
+        "knn_top1": _FRACTION,
+        "knn_k": _number(1, 10**6, integer=True),
+        "logme": _number(-1e12, 1e12),
+        "extract_images_per_s": _number(0.0, 1e12),
+        "cached": _any_bool,
+        "per_class": _map_of(_FRACTION),
+        "metric": _text(),
+        "linear": _SCORE,
+        "knn": _SCORE,
+    }
+)
+
+PAYLOADS = {"latency": LATENCY_PAYLOAD, "evaluation": EVALUATION_PAYLOAD, "transfer": TRANSFER_PAYLOAD}
 
 
 def _check_created(value, where: str) -> None:

@@ -366,3 +366,48 @@ def read_class_names(path: str | os.PathLike, *, label: str | None = None) -> li
     if not names:
         raise CheckpointError(f"{label}: no class names found")
     return names
+
+
+#: Keys of the safetensors ``__metadata__`` that :func:`backbones.transfer.export.save_checkpoint` writes, so
+#: that loading needs only the path: the catalog name, the class names (a JSON list), the weights the training
+#: started from, the preprocessing (JSON of :class:`~backbones.inference.preprocessing.Preprocessing`) and free
+#: notes (JSON).
+META_ARCH = "backbones.arch"
+META_CLASSES = "backbones.classes"
+META_WEIGHTS = "backbones.weights"
+META_PREPROCESSING = "backbones.preprocessing"
+META_NOTES = "backbones.meta"
+
+
+def read_checkpoint_metadata(path: str | os.PathLike, *, label: str | None = None) -> dict[str, str]:
+    """The string table a ``.safetensors`` file carries in its header (``{}`` for other formats).
+
+    The header is size-checked before it is parsed, as when the tensors are read.
+    """
+    path = Path(path)
+    label = label or path.name
+    if not path.is_file():
+        raise CheckpointError(f"{label}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not (path.suffix.lower() == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{")):
+        return {}
+    header, _ = _read_safetensors_header(path, label, path.stat().st_size)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict):
+        return {}
+    return {str(k): v for k, v in meta.items() if isinstance(v, str)}
+
+
+def metadata_classes(meta: dict[str, str], *, label: str) -> list[str] | None:
+    """The class names :data:`META_CLASSES` holds, or None when the file carries none."""
+    raw = meta.get(META_CLASSES)
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointError(f"{label}: the class names in its metadata are not valid JSON") from exc
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{label}: the class names in its metadata are not a list of names")
+    return names

@@ -29,7 +29,14 @@ from backbones.inference.device import model_device, resolve_device
 from backbones.inference.preprocessing import Preprocessing
 from backbones.zoo.architectures import build_architecture, build_empty, count_parameters, fit_state_dict
 from backbones.zoo.catalog import ModelEntry, get_entry, imagenet_categories
-from backbones.zoo.checkpoints import read_class_names, read_state_dict
+from backbones.zoo.checkpoints import (
+    META_ARCH,
+    META_PREPROCESSING,
+    metadata_classes,
+    read_checkpoint_metadata,
+    read_class_names,
+    read_state_dict,
+)
 from backbones.zoo.weights import load_trained, resolve_weights
 
 # Building is part of this module's public face; it lives in ``architectures`` so that the
@@ -81,7 +88,7 @@ class LoadedModel:
 
 
 def load_model(
-    name: str,
+    name: str | None,
     *,
     weights: str | None = "default",
     checkpoint: str | os.PathLike | None = None,
@@ -97,7 +104,8 @@ def load_model(
     ``classes`` (with ``checkpoint``) is a .txt/.json file or a list of names;
     its length must equal the checkpoint's class count. ``device`` (``auto``, ``cpu``,
     ``cuda[:N]``, ``mps``; see :func:`~backbones.inference.device.resolve_device`) is
-    where the model is put; it is checked before anything is built.
+    where the model is put; it is checked before anything is built. ``name`` may be None with a checkpoint
+    that says its own architecture (one written by :func:`backbones.transfer.export.save_checkpoint`).
 
     Trained weights missing here are downloaded first, as torchvision and timm do (``progress(done, total)``
     per chunk, ``cancel`` stops it), unless ``download`` is false or offline mode is on
@@ -105,9 +113,11 @@ def load_model(
     names the file, where it goes, its URL and how to import it. ``weights="none"`` never touches the network.
     """
     dev = resolve_device(device)
-    entry = get_entry(name)
     if checkpoint is not None:
-        return load_checkpoint(entry, checkpoint, classes=classes, display_name=display_name, device=dev)
+        return load_checkpoint(name, checkpoint, classes=classes, display_name=display_name, device=dev)
+    if name is None:
+        raise CheckpointError("no model named: give a catalog name or a checkpoint")
+    entry = get_entry(name)
     info = resolve_weights(entry, weights)
     if info is None:
         return LoadedModel(
@@ -130,7 +140,7 @@ def load_model(
 
 
 def load_checkpoint(
-    entry: ModelEntry | str,
+    entry: ModelEntry | str | None,
     checkpoint: str | os.PathLike,
     *,
     classes: str | os.PathLike | list[str] | None = None,
@@ -144,10 +154,15 @@ def load_checkpoint(
     others ``class 0 .. class N-1``. The file is read with ``map_location="cpu"``
     whatever device it was saved from (a GPU checkpoint loads on a CPU-only machine),
     checked against the architecture there, then the model moves to ``device``.
+
+    A ``.safetensors`` file that carries its architecture, class names and preprocessing in its metadata
+    (see :data:`~backbones.zoo.checkpoints.META_ARCH`) needs only its path: ``entry`` may be None, and an
+    ``entry`` that names another architecture is refused in one line.
     """
     dev = resolve_device(device)
-    entry = get_entry(entry) if isinstance(entry, str) else entry
     path = Path(checkpoint)
+    meta = read_checkpoint_metadata(path)
+    entry = _checkpoint_entry(entry, meta, path.name)
     state = read_state_dict(path)
     extra = {}
     if entry.arch == "googlenet" and any(k.startswith("aux1.") for k in state):
@@ -155,7 +170,11 @@ def load_checkpoint(
     model = build_architecture(entry, **extra)
     n = fit_state_dict(model, state, label=path.name)
     if classes is None:
-        names = list(imagenet_categories()) if n == 1000 else [f"class {i}" for i in range(n)]
+        names = metadata_classes(meta, label=path.name)
+        if names is None:
+            names = list(imagenet_categories()) if n == 1000 else [f"class {i}" for i in range(n)]
+        elif len(names) != n:
+            raise CheckpointError(f"{path.name} has {n} classes but its metadata names {len(names)}")
     else:
         names = list(classes) if isinstance(classes, (list, tuple)) else read_class_names(classes)
         if len(names) != n:
@@ -166,9 +185,42 @@ def load_checkpoint(
         name=display_name or path.stem,
         entry=entry,
         model=model.eval().to(dev),
-        preprocessing=entry.preprocessing,
+        preprocessing=_metadata_preprocessing(meta, path.name) or entry.preprocessing,
         categories=tuple(names),
         weights="checkpoint",
         checkpoint=str(path),
     )
 
+
+
+def _checkpoint_entry(entry: ModelEntry | str | None, meta: dict[str, str], label: str) -> ModelEntry:
+    """The architecture a checkpoint is loaded into: the caller's, checked against the one the file names."""
+    saved = meta.get(META_ARCH)
+    if entry is None:
+        if not saved:
+            raise CheckpointError(f"{label} does not say which architecture it is for: name the model (--model M)")
+        return get_entry(saved)
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    if saved and get_entry(saved).name != entry.name:
+        raise CheckpointError(f"{label} was saved from {saved}, not {entry.name}: load it as {saved} (or name no model)")
+    return entry
+
+
+def _metadata_preprocessing(meta: dict[str, str], label: str) -> Preprocessing | None:
+    """The preprocessing a checkpoint was trained with, when its metadata says (else the architecture's)."""
+    import json
+
+    raw = meta.get(META_PREPROCESSING)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        return Preprocessing(
+            crop_size=int(d["crop_size"]),
+            resize_size=int(d["resize_size"]),
+            mean=tuple(float(x) for x in d["mean"]),
+            std=tuple(float(x) for x in d["std"]),
+            interpolation=str(d.get("interpolation", "bilinear")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{label}: the preprocessing in its metadata is not readable") from exc

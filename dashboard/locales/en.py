@@ -91,6 +91,7 @@ STRINGS = {
     "training.upload": "Training logs",
     "training.demo": "Include the demo runs (VGG19, NIN, GoogLeNet, ResNet on the seed notes' animal dataset)",
     "training.empty": "Upload one or more training logs, or include the demo runs.",
+    "training.local": "Include this machine's fine-tunes ({n} runs in the runs folder)",
     "training.name_runs": "Name the runs",
     "training.runs_to_plot": "Runs to plot",
     "training.download_csv": "Download summary (CSV)",
@@ -160,6 +161,9 @@ STRINGS = {
     "models.loaded_this_session": "Loaded this session",
     "models.custom_line": "★ **{label}** — {arch}, {n} classes",
     "models.remove": "Remove",
+    "models.saved_here": "Saved on this machine (fine-tunes and saved probes)",
+    "models.saved_line": "★ **{label}** — {arch}, {n} classes · {path}",
+    "models.forget": "Forget",
     "models.import_intro": "No internet here: download a torchvision weights file elsewhere (the URL is listed below) "
     "and import it. The file is checked against the official hash and loaded into the architecture before it is "
     "copied into torch's hub cache; then predictions and CAMs work offline.",

@@ -89,6 +89,7 @@ STRINGS = {
     "training.upload": "训练日志",
     "training.demo": "加入示例训练记录（VGG19、NIN、GoogLeNet、ResNet，在种子笔记的动物数据集上训练）",
     "training.empty": "请上传一个或多个训练日志，或加入示例训练记录。",
+    "training.local": "加入本机的微调记录（运行目录中有 {n} 次训练）",
     "training.name_runs": "为各次训练命名",
     "training.runs_to_plot": "要绘制的训练记录",
     "training.download_csv": "下载汇总表（CSV）",
@@ -158,6 +159,9 @@ STRINGS = {
     "models.loaded_this_session": "本次会话已加载",
     "models.custom_line": "★ **{label}** — {arch}，{n} 个类别",
     "models.remove": "移除",
+    "models.saved_here": "保存在本机（微调结果与保存的线性探针）",
+    "models.saved_line": "★ **{label}** — {arch}，{n} 个类别 · {path}",
+    "models.forget": "不再列出",
     "models.import_intro": "本机无法联网：请在其他机器上下载 torchvision 权重文件（下方列出了 URL），再导入到这里。"
     "文件会先与官方哈希值核对、并加载到对应架构中验证，然后才复制到 torch 的 hub 缓存；之后预测和 CAM 即可离线使用。",
     "models.model": "模型",

@@ -97,6 +97,16 @@ with tab_checkpoint:
     if message:
         st.success(components.md(message))
     customs = state.custom_models()
+    saved = [c for c in caches.custom_models().values() if c.saved and c.label not in customs]
+    if saved:
+        st.markdown(f"**{t('models.saved_here')}**")
+        for i, custom in enumerate(saved):
+            cols = st.columns([4, 1])
+            cols[0].markdown(t("models.saved_line", label=components.md(custom.label), arch=custom.arch,
+                               n=custom.num_classes, path=components.md(custom.path)))
+            if cols[1].button(t("models.forget"), key=f"ckpt_forget_{i}"):
+                actions.forget_saved_checkpoint(custom.path)
+                st.rerun()
     if customs:
         st.markdown(f"**{t('models.loaded_this_session')}**")
         for custom in customs.values():

@@ -12,9 +12,13 @@ st.title(t("training.title"))
 st.caption(t("training.caption"))
 
 uploads = st.file_uploader(t("training.upload"), accept_multiple_files=True, key="train_upload", max_upload_size=actions.LOG_UPLOAD_MB)
-use_demo = st.toggle(t("training.demo"), value=not uploads, key="train_seed")
+local, local_problems = caches.local_runs()
+use_local = st.toggle(t("training.local", n=len(local)), value=bool(local), key="train_local", disabled=not local)
+use_demo = st.toggle(t("training.demo"), value=not uploads and not local, key="train_seed")
 files = [(f.name, f.getvalue()) for f in uploads or []]
 runs, problems, notices = caches.training_runs(tuple(files)) if files else ([], [], [])
+if use_local:
+    runs, problems = [*local, *runs], [*local_problems, *problems]
 if use_demo:
     runs = [*runs, *caches.demo_runs()]
 for message in problems:

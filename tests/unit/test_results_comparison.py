@@ -69,8 +69,8 @@ def test_one_read_of_the_store_for_only_the_models_asked(new_db, monkeypatch):
     comparison_rows(["resnet18", "vgg16"], store=store, threads=1)
     assert len(statements) == 1
     sql, args = statements[0]
-    assert "kind IN (?, ?)" in sql and "model IN (?, ?)" in sql
-    assert sorted(args) == sorted(["latency", "evaluation", "resnet18", "vgg16"])
+    assert "kind IN (?, ?, ?)" in sql and "model IN (?, ?)" in sql
+    assert sorted(args) == sorted(["latency", "evaluation", "transfer", "resnet18", "vgg16"])
 
 
 def test_query_filters_in_sql(tmp_path):

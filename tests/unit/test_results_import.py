@@ -67,8 +67,8 @@ def test_a_good_file_still_imports(store, tmp_path):
     "path, value, message",
     [
         # wrong types at different depths
-        ("kind", 3, "row 4: kind must be one of latency, evaluation, got int"),
-        ("kind", "delete-everything", "row 4: kind must be one of latency, evaluation, got an unknown name"),
+        ("kind", 3, "row 4: kind must be one of latency, evaluation, transfer, got int"),
+        ("kind", "delete-everything", "row 4: kind must be one of latency, evaluation, transfer, got an unknown name"),
         ("model", ["resnet18"], "row 4: model must be a string, got list"),
         ("env", ["not", "an", "object"], "row 4: env must be an object, got list"),
         ("env", "x", "row 4: env must be an object, got str"),

@@ -39,13 +39,15 @@ Modules: ``runs`` (the :class:`Run` and :class:`Epoch` types every parser return
 ``metrics`` (the metric-name classifier), one parser per format (``text_log``,
 ``csv_log``, ``tensorboard_log``), ``reader`` (:func:`read_log` / :func:`read_logs`,
 which pick the parser) and ``demo`` (:func:`demo_runs`: the seed notes' group-meeting logs,
-shipped as package data in ``demo/``, with names a user understands: ``"demo · VGG19"``).
+shipped as package data in ``demo/``, with names a user understands: ``"demo · VGG19"``) and ``local``
+(:func:`local_runs`: this machine's fine-tunes, from the runs folder).
 """
 
 from __future__ import annotations
 
 from backbones.data.logs.csv_log import parse_csv_log
 from backbones.data.logs.demo import demo_logs, demo_runs
+from backbones.data.logs.local import local_run_logs, local_runs
 from backbones.data.logs.metrics import classify_metric
 from backbones.data.logs.reader import MAX_LOG_BYTES, parse_log_text, read_log, read_logs
 from backbones.data.logs.runs import FIELDS, MAX_RUNS_PER_LOG, Best, Epoch, Run, clean_label, summarize_runs, usual_step
@@ -66,6 +68,8 @@ __all__ = [
     "clean_label",
     "demo_logs",
     "demo_runs",
+    "local_run_logs",
+    "local_runs",
     "parse_csv_log",
     "parse_log_text",
     "parse_text_log",

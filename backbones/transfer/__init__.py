@@ -1,0 +1,31 @@
+"""Which backbone for my data: pre-logit features of a labelled dataset, probes on them, LogME, fine-tuning.
+
+    fs = extract_features(read_dataset("flowers/"), "resnet50")      # cached on disk, memory-mapped
+    report = rank_backbones(read_dataset("flowers/"), ["resnet50", "efficientnet_lite0"])
+
+``features`` extracts and caches (:class:`FeatureSet`); ``probes`` fits the linear probe and k-NN;
+``logme`` scores transferability without training; ``ranking`` puts them together per backbone.
+Names are imported on first use, so ``import backbones.transfer`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FeatureSet": "features",
+    "PreLogits": "features",
+    "SPLIT_CODES": "features",
+    "classifier_name": "features",
+    "extract_features": "features",
+    "pre_logit_module": "features",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
