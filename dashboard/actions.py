@@ -262,9 +262,8 @@ def run_finetune(dataset, option: str, *, stage: str, epochs: int, lr: float, pr
 
 def save_probe_checkpoint(row, dataset_name: str) -> str:
     """Save ``row``'s linear probe as a checkpoint (listed with the saved ones on every page); returns its label."""
-    from backbones.transfer.ranking import save_probe
-
     from backbones.paths import runs_dir
+    from backbones.transfer.ranking import save_probe
 
     folder = runs_dir() / f"probe-{digest_of(f'{row.features_key}:{dataset_name}'.encode())[:12]}"
     path = save_probe(row, folder, dataset=dataset_name)
