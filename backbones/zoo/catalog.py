@@ -39,6 +39,10 @@ TIMM_BENCH_SOURCE = (
 )
 TORCHVISION_SOURCE = "torchvision weights meta"
 COUNTED_SOURCE = "counted here: torch.utils.flop_counter FLOPs / 2, one image at the input size"
+TIMM_GMACS_SOURCE = (
+    "timm benchmark-infer-fp32-nchw-pt240-cpu-i7_12700h-dynamo.csv infer_gmacs (DeepSpeed's profiler, "
+    "which also counts norm and activation elements)"
+)
 
 #: The default model everywhere: real weights that work offline.
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -179,7 +183,9 @@ class ModelEntry:
     preprocessing: Preprocessing
     weights: tuple[WeightsInfo, ...] = ()
     default: bool = False
-    macs_source: str = TORCHVISION_SOURCE + " (_ops)"
+    macs_source: str = COUNTED_SOURCE
+    published_macs: int | None = None
+    published_macs_source: str | None = None
     reference_cpu_ms: float | None = None
     reference_cpu_source: str | None = None
     num_classes: int = 1000
@@ -247,7 +253,11 @@ def timm_cpu_benchmark() -> dict[str, dict[str, str]]:
 
 @functools.cache
 def counted_figures() -> dict[str, dict[str, int]]:
-    """Exact params and MACs of the timm and bundled architectures (``data/counted.json``)."""
+    """Exact params and MACs of every catalog architecture at its input size (``data/counted.json``).
+
+    Counted by :func:`backbones.measure.compute.count_architecture` with the counter the layer summary
+    uses, so a page that reads these and the Architecture page agree to the MAC.
+    """
     path = DATA_DIR / "counted.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -303,6 +313,7 @@ def _torchvision_entries() -> list[ModelEntry]:
                 )
             )
         d = next(i for i in infos if i.is_default)
+        counted = counted_figures().get(arch, {})
         entries.append(
             ModelEntry(
                 name=arch,
@@ -310,8 +321,10 @@ def _torchvision_entries() -> list[ModelEntry]:
                 source="torchvision",
                 family=family_of(arch),
                 arch=arch,
-                params=default.meta.get("num_params"),
-                macs=d.macs,
+                params=counted.get("params", default.meta.get("num_params")),
+                macs=counted.get("macs"),
+                published_macs=d.macs,
+                published_macs_source=f"{TORCHVISION_SOURCE} ({d.name} _ops)" if d.macs is not None else None,
                 file_size_mib=d.file_size_mib,
                 published_top1=d.top1,
                 published_top5=d.top5,
@@ -365,6 +378,8 @@ def _timm_figures_entry(
     """An entry whose figures are timm's published ones for ``arch`` and ours counted (timm and bundled)."""
     row = timm_published().get(arch)
     counted = counted_figures().get(name, {})
+    bench = timm_cpu_benchmark().get(arch)
+    published_gmacs = _f(bench["infer_gmacs"]) if bench else None
     weights = WeightsInfo(
         name=weights_name,
         url=url,
@@ -386,7 +401,8 @@ def _timm_figures_entry(
         arch=arch,
         params=counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None),
         macs=weights.macs,
-        macs_source=COUNTED_SOURCE,
+        published_macs=int(round(published_gmacs * 1e9)) if published_gmacs is not None else None,
+        published_macs_source=f"{TIMM_GMACS_SOURCE} for {arch}" if published_gmacs is not None else None,
         file_size_mib=None,
         published_top1=weights.top1,
         published_top5=weights.top5,
