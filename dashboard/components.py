@@ -186,34 +186,78 @@ def plot(fig: go.Figure, *, key: str | None = None) -> None:
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")
 
 
-def styled_table(table):
+def styled_table(table, decimals: dict[str, int] | None = None):
     """A copy of ``table`` for st.dataframe: thousands separators, two decimals, "—" for missing values.
 
     Parameter and MAC counts read 61,100,840, never raw integers; a column with missing values becomes
     text (the grid would print "None"), a complete one stays numeric so it sorts as numbers.
+    ``decimals`` gives a column other than two places (``{"GMACs": 3}``).
     """
     out = table.copy()
     for column in out.columns:
         values = out[column]
         kind = values.dtype.kind
         if kind not in "iuf":
+            # Text, flags and columns with nothing in them (latency before anything was measured: all None,
+            # which the grid prints as "None"): missing cells read "—" like in the numeric columns.
+            if kind == "O" and values.isna().any():
+                out[column] = ["—" if _missing(v) else v for v in values]
             continue
         present = values.dropna()
         whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))
         large = len(present) > 0 and present.abs().max() >= 1000
         if values.isna().any() or (whole and large):
-            fmt = "{:,.0f}" if whole else "{:,.2f}"
+            fmt = "{:,.0f}" if whole else "{:,.%sf}".replace("%s", str((decimals or {}).get(column, 2)))
             out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]
         elif whole and kind == "f":
             out[column] = values.astype("Int64")  # small counts (receptive field, jump): numbers without decimals
     return out
 
 
-def table(frame, *, key: str, **kwargs) -> None:
-    """st.dataframe of :func:`styled_table`, remaining decimals shown with two places."""
-    shown = styled_table(frame)
-    formats = {c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns if shown[c].dtype.kind == "f"}
+def _missing(value) -> bool:
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def table(frame, *, key: str, decimals: dict[str, int] | None = None, **kwargs) -> None:
+    """st.dataframe of :func:`styled_table`, remaining decimals shown with two places (``decimals``: per column)."""
+    shown = styled_table(frame, decimals)
+    formats = {
+        c: st.column_config.NumberColumn(format=f"%.{(decimals or {}).get(c, 2)}f")
+        for c in shown.columns
+        if shown[c].dtype.kind == "f"
+    }
     st.dataframe(shown, hide_index=True, key=key, column_config=formats, **kwargs)
+
+
+def published_figures(option: str, summary) -> str | None:
+    """A caption with the published parameters and MACs beside the counted ones, where they differ
+    (a checkpoint with another head, another input size, a source that counts other work); else None."""
+    from backbones.zoo.figures import backbone_figures
+
+    if option.startswith(state.CUSTOM_PREFIX):
+        custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
+        name = custom.arch if custom else None
+    else:
+        name = option
+    try:
+        figures = backbone_figures(name, input_size=summary.input_size,
+                                   counted=(summary.total_params, summary.total_mult_adds)) if name else None
+    except BackboneError:
+        return None
+    if figures is None or not figures.differs or figures.published_macs is None:
+        return None
+
+    def count(n):
+        return "—" if n is None else f"{n:,}"
+
+    return t(
+        "architecture.published", params=count(figures.published_params), macs=f"{figures.published_macs / 1e9:.3f}",
+        shape=" × ".join(map(str, figures.published_input_size)), source=md(figures.published_macs_source),
+        counted_params=count(figures.params), counted_macs=f"{figures.macs / 1e9:.3f}",
+        counted_shape=" × ".join(map(str, figures.input_size)),
+    )
 
 
 def readable_axis(values) -> dict:

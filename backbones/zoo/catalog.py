@@ -186,6 +186,7 @@ class ModelEntry:
     macs_source: str = COUNTED_SOURCE
     published_macs: int | None = None
     published_macs_source: str | None = None
+    published_params: int | None = None
     reference_cpu_ms: float | None = None
     reference_cpu_source: str | None = None
     num_classes: int = 1000
@@ -322,6 +323,7 @@ def _torchvision_entries() -> list[ModelEntry]:
                 family=family_of(arch),
                 arch=arch,
                 params=counted.get("params", default.meta.get("num_params")),
+                published_params=default.meta.get("num_params"),
                 macs=counted.get("macs"),
                 published_macs=d.macs,
                 published_macs_source=f"{TORCHVISION_SOURCE} ({d.name} _ops)" if d.macs is not None else None,
@@ -400,6 +402,7 @@ def _timm_figures_entry(
         family=family,
         arch=arch,
         params=counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None),
+        published_params=int(round(float(row["param_count"]) * 1e6)) if row else None,
         macs=weights.macs,
         published_macs=int(round(published_gmacs * 1e9)) if published_gmacs is not None else None,
         published_macs_source=f"{TIMM_GMACS_SOURCE} for {arch}" if published_gmacs is not None else None,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.app.conftest import errors, no_exception, open_page
+from tests.app.test_first_visit import cells_reading_none
 
 PAGES = ["compare", "architecture", "predict", "explain", "evaluate", "training", "models"]
 
@@ -22,6 +23,7 @@ def test_every_page_renders_with_the_default_selection(app, page):
     no_exception(app)
     assert app.title, f"{page} shows no title"
     assert not errors(app)
+    assert not cells_reading_none(app), f"{page}: missing values must read '—'"
 
 
 def test_compare_shows_published_figures_and_a_csv_download(app):
