@@ -35,11 +35,15 @@ def run() -> None:
     st.set_page_config(
         page_title="Backbone Lens", page_icon=":material/biotech:", layout="wide", initial_sidebar_state="expanded"
     )
-    from dashboard.components import render_sidebar
+    from dashboard.components import render_device_picker, render_sidebar
 
     page = st.navigation(pages())
-    render_sidebar()
-    page.run()
+    device_slot = render_sidebar()
+    try:
+        page.run()
+    finally:
+        # Listing devices imports torch (seconds on a fresh server): the page paints first, even one that stops.
+        render_device_picker(device_slot)
 
 
 if __name__ == "__main__":

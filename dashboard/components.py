@@ -15,8 +15,12 @@ from dashboard.i18n import LANGUAGES, language, t
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def render_sidebar() -> None:
-    """Language, the backbone picker every page shares, what each backbone can do here, and the device."""
+def render_sidebar():
+    """Language, the backbone picker every page shares, what each backbone can do here, and a slot for the device.
+
+    The device picker needs torch (to list GPUs), which the first paint does not: the caller fills the
+    returned slot with :func:`render_device_picker` after the page has been drawn.
+    """
     options = caches.model_options()
     current = state.keep_existing(options)  # a removed checkpoint leaves the selection
     with st.sidebar:
@@ -47,6 +51,32 @@ def render_sidebar() -> None:
         if caches.offline():
             here = sum(1 for o in selected if caches.can_predict(o, rows))
             st.info(t("sidebar.offline", here=here, total=len(selected)), icon=":material/cloud_off:")
+        device_slot = st.container()
+        for message in state.pop_notices():
+            st.warning(md(message))
+        st.divider()
+        st.caption(t("sidebar.footer"))
+    return device_slot
+
+
+def send_before_torch() -> None:
+    """Let the server send what the page has drawn so far before this run first imports torch.
+
+    Importing torch holds the interpreter for seconds, and Streamlit's event loop, which sends the page
+    to the browser, waits meanwhile: on a fresh server the table drawn before it would reach the browser
+    only after the import. A moment's pause, once per server process, lets it go out first.
+    """
+    import sys
+    import time
+
+    if "torch" not in sys.modules:
+        time.sleep(0.25)
+
+
+def render_device_picker(slot) -> None:
+    """The sidebar's device picker, drawn into ``slot`` (from :func:`render_sidebar`)."""
+    send_before_torch()
+    with slot:
         device_options = [d["name"] for d in caches.devices()]
         labels = {d["name"]: d["label"] for d in caches.devices()}
         device_key = "device_picker"
@@ -55,10 +85,6 @@ def render_sidebar() -> None:
             t("sidebar.device"), device_options, key=device_key, format_func=labels.get,
             on_change=state.store_device, args=(device_key,), help=t("sidebar.device_help"),
         )
-        for message in state.pop_notices():
-            st.warning(md(message))
-        st.divider()
-        st.caption(t("sidebar.footer"))
 
 
 def weights_badge(option: str, row: dict | None) -> str:
@@ -207,7 +233,8 @@ def styled_table(table, decimals: dict[str, int] | None = None):
         whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))
         large = len(present) > 0 and present.abs().max() >= 1000
         if values.isna().any() or (whole and large):
-            fmt = "{:,.0f}" if whole else "{:,.%sf}".replace("%s", str((decimals or {}).get(column, 2)))
+            places = 0 if whole else (decimals or {}).get(column, 2)
+            fmt = f"{{:,.{places}f}}"
             out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]
         elif whole and kind == "f":
             out[column] = values.astype("Int64")  # small counts (receptive field, jump): numbers without decimals

@@ -183,5 +183,7 @@ def write_counted_figures(path: str | Path | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from backbones.zoo.catalog import write_snapshot
+
     written = write_counted_figures()
-    print(f"counted {len(written)} architectures")
+    print(f"counted {len(written)} architectures; catalog.json holds {write_snapshot()} entries")

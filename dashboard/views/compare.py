@@ -117,6 +117,7 @@ st.caption(t("compare.macs_note"))
 if not measured.all():
     st.caption(t("compare.dash_note"))
 
+components.send_before_torch()  # the table above is the first paint; the controls need torch
 with controls:
     c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
     device = c1.selectbox(t("compare.device"), caches.available_devices(), key=state.COMPARE_DEVICE, help=t("compare.device_help"))

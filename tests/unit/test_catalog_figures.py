@@ -102,3 +102,30 @@ def test_blocks_add_up_and_counted_json_is_current(name):
     )
     entry = get_entry(name)
     assert (entry.params, entry.macs) == (s.total_params, s.total_mult_adds)
+
+
+def test_the_catalog_file_is_current_and_read_without_the_libraries():
+    # data/catalog.json: what every page reads first; regenerate with python -m backbones.measure.compute
+    import json
+    import subprocess
+    import sys
+
+    from backbones.zoo.catalog import build_catalog
+    from backbones.zoo.snapshot import read_snapshot
+
+    kept, built = read_snapshot(), build_catalog()
+    assert kept is not None, "data/catalog.json is missing or was written for other torchvision / timm versions"
+    assert list(kept) == list(built)
+    for name, entry in built.items():  # as JSON: NaN accuracies (feature-only weights) compare equal there
+        assert json.dumps(kept[name].to_dict()) == json.dumps(entry.to_dict()), name
+    # The first paint's reads (catalog, published figures, weights status) import neither torch nor timm.
+    code = (
+        "import sys; from backbones.zoo.catalog import list_models;"
+        "from backbones.zoo.fetching import weights_overview; from backbones.zoo.figures import backbone_figures;"
+        "from backbones.results.comparison import comparison_rows;"
+        f"assert len(list_models()) == {len(built)}; backbone_figures('convnext_tiny');"
+        "weights_overview(['resnet50', 'timm:rexnet_100', 'efficientnet_lite0']);"
+        "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'captum') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
