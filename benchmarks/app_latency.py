@@ -168,8 +168,8 @@ def paint_times(url: str, *, table: bool) -> tuple[float, float | None]:
             browser.close()
 
 
-def first_paint(repeat: int) -> int:
-    """Fresh servers of the app and of a trivial page, each opened once by headless Chromium."""
+def first_paint(repeat: int, checkouts: list[Path]) -> int:
+    """Fresh servers of the app (of each checkout) and of a trivial page, each opened once by headless Chromium."""
     from tests.e2e.conftest import start_app, stop_app
 
     scratch = Path(tempfile.mkdtemp(prefix="first-paint-"))
@@ -178,27 +178,32 @@ def first_paint(repeat: int) -> int:
     (trivial_dir / "dashboard" / "app.py").write_text(TRIVIAL_PAGE)
     (trivial_dir / ".streamlit").mkdir()  # the app's server settings for both
     (trivial_dir / ".streamlit" / "config.toml").write_bytes((ROOT / ".streamlit" / "config.toml").read_bytes())
-    results: dict[str, list] = {"trivial": [], "app": []}
-    for r in range(repeat):
-        for what in ("trivial", "app"):
-            tmp = scratch / f"{what}-{r}"
+    servers = {"trivial": trivial_dir, **{str(c): c for c in checkouts}}
+    results: dict[str, list] = {what: [] for what in servers}
+    for r in range(repeat):  # interleaved, so a busy moment on the machine hits every server alike
+        for what, cwd in servers.items():
+            tmp = scratch / f"{len(results[what])}-{abs(hash(what))}"
             tmp.mkdir()
-            env = {"BACKBONES_OFFLINE": "1", "BACKBONES_RESULTS_DB": str(tmp / "results.sqlite")}
-            proc, url, _ = start_app(tmp, extra_env=env, cwd=trivial_dir if what == "trivial" else None)
+            # The checkout's own code first on the path (an editable install may point elsewhere).
+            env = {"BACKBONES_OFFLINE": "1", "BACKBONES_RESULTS_DB": str(tmp / "results.sqlite"), "PYTHONPATH": str(cwd)}
+            proc, url, _ = start_app(tmp, extra_env=env, cwd=cwd)
             try:
-                results[what].append(paint_times(url, table=what == "app"))
+                results[what].append(paint_times(url, table=what != "trivial"))
             finally:
                 stop_app(proc)
             print(f"{what} {r + 1}/{repeat}: {results[what][-1]}", file=sys.stderr)
     trivial = statistics.median(t for t, _ in results["trivial"])
-    title = statistics.median(t for t, _ in results["app"])
-    table = statistics.median(p for _, p in results["app"])
     print(f"\nFirst paint of a fresh server (headless Chromium {chromium_version()}, {os.cpu_count()} cores; "
           f"median of {repeat} fresh servers each; from the browser's first request)\n")
     print("| page | title painted (s) | table painted (s) | title / trivial |")
     print("|---|---:|---:|---:|")
     print(f"| trivial one-line page | {trivial:.2f} | — | 1x |")
-    print(f"| Backbone Lens, Compare (first visit) | {title:.2f} | {table:.2f} | {title / trivial:.1f}x |")
+    for what in servers:
+        if what == "trivial":
+            continue
+        title = statistics.median(t for t, _ in results[what])
+        table = statistics.median(p for _, p in results[what])
+        print(f"| Compare, first visit ({what}) | {title:.2f} | {table:.2f} | {title / trivial:.1f}x |")
     return 0
 
 
@@ -219,9 +224,11 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=3, help="widget changes per session (median reported)")
     parser.add_argument("--pages", nargs="+", choices=[p.name for p in PAGES], default=None, help="only these pages")
     parser.add_argument("--first-paint", action="store_true", help="fresh servers in headless Chromium instead")
+    parser.add_argument("--checkout", nargs="+", type=Path, default=[ROOT],
+                        help="with --first-paint: the checkouts to serve side by side (e.g. this one and an older one)")
     args = parser.parse_args()
     if args.first_paint:
-        return first_paint(args.repeat)
+        return first_paint(args.repeat, [c.resolve() for c in args.checkout])
     scratch = Path(tempfile.mkdtemp(prefix="app-latency-"))
     trivial_file = scratch / "trivial_page.py"
     trivial_file.write_text(TRIVIAL_PAGE)

@@ -135,6 +135,11 @@ STRINGS = {
     "models.col.curated": "curated",
     "models.col.params": "params (M)",
     "models.col.macs": "MACs (G)",
+    "models.col.published_macs": "published MACs (G)",
+    "models.macs_note": "**MACs (G)**: counted here at each model's input size (torch.utils.flop_counter, attention "
+    "included; the figure Compare, Architecture and `python -m backbones list` show). **published MACs (G)**: "
+    "torchvision's weights meta (`_ops`) or timm's benchmark table (`infer_gmacs`, which also counts "
+    "normalisation and activation elements).",
     "models.col.top1": "top-1 (%)",
     "models.col.top5": "top-5 (%)",
     "models.col.input": "input",

@@ -133,6 +133,10 @@ STRINGS = {
     "models.col.curated": "精选",
     "models.col.params": "参数量 (M)",
     "models.col.macs": "MACs (G)",
+    "models.col.published_macs": "公布 MACs (G)",
+    "models.macs_note": "**MACs (G)**：本机在每个模型的输入尺寸下统计（torch.utils.flop_counter，包括注意力；"
+    "与“比较”“网络结构”页和 `python -m backbones list` 显示的数字相同）。**公布 MACs (G)**：torchvision 权重元数据"
+    "（`_ops`）或 timm 基准表（`infer_gmacs`，其中还计入了归一化和激活的元素）。",
     "models.col.top1": "Top-1 (%)",
     "models.col.top5": "Top-5 (%)",
     "models.col.input": "输入尺寸",
