@@ -70,7 +70,7 @@ def send_before_torch() -> None:
     import time
 
     if "torch" not in sys.modules:
-        time.sleep(0.25)
+        time.sleep(0.5)
 
 
 def render_device_picker(slot) -> None:
@@ -226,8 +226,8 @@ def styled_table(table, decimals: dict[str, int] | None = None):
         if kind not in "iuf":
             # Text, flags and columns with nothing in them (latency before anything was measured: all None,
             # which the grid prints as "None"): missing cells read "—" like in the numeric columns.
-            if kind == "O" and values.isna().any():
-                out[column] = ["—" if _missing(v) else v for v in values]
+            if kind == "O" and values.isna().any():  # text throughout: Arrow refuses "—" among flags
+                out[column] = ["—" if _missing(v) else str(v) for v in values]
             continue
         present = values.dropna()
         whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))

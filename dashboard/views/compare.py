@@ -136,6 +136,9 @@ with controls:
     measure = c5.button(label, type="primary", key="cmp_measure", width="stretch", disabled=not to_measure)
     for name, why in plan.refused if plan else ():
         st.caption(components.md(t("compare.left_out", name=name, why=why)))
+    done = state.pop_flash()  # set by the last Measure run, shown once after its rerun
+    if done:
+        st.success(done)
     if not measured.any():
         st.info(t(
             "compare.not_measured",
@@ -162,6 +165,7 @@ with controls:
         else:
             progress.progress(1.0, text=t("compare.done"))
             caches.comparison.clear()
+            state.flash(t("compare.done"))
             st.rerun()  # the table above now shows what was measured
 
 st.download_button(
