@@ -129,3 +129,21 @@ def test_the_catalog_file_is_current_and_read_without_the_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_one_figure_per_backbone_and_the_published_one_beside_it_where_they_differ():
+    from backbones.zoo.figures import backbone_figures
+
+    r50 = backbone_figures("resnet50")
+    assert (r50.params, r50.macs) == (get_entry("resnet50").params, get_entry("resnet50").macs)
+    assert r50.published_macs == 4_089_000_000 and "_ops" in r50.published_macs_source
+    assert not r50.differs  # 4.0892 G counted, 4.089 G published: one figure
+    # A checkpoint with a 10-class head: 2048*10+10 parameters in the head instead of 2048*1000+1000.
+    head = 2048 * 990 + 990
+    checkpoint = backbone_figures("resnet50", counted=(r50.params - head, r50.macs - 2048 * 990))
+    assert checkpoint.differs and checkpoint.published_params == 25_557_032
+    # Another input size: counted there, the published figure is for 224.
+    small = backbone_figures("resnet50", input_size=(3, 160, 160))
+    assert small.differs and small.macs < r50.macs and small.published_input_size == (3, 224, 224)
+    # timm's infer_gmacs also count normalisation and activation elements: shown beside ours.
+    assert backbone_figures("timm:rexnet_100").differs
