@@ -1,7 +1,14 @@
 """Backbone Lens library: catalog, weights, checkpoints, prediction, measurement, summaries.
 
 No streamlit here: the dashboard and the command line are both thin layers over this package.
+The names below are imported on first use (``from backbones import predict`` works as before), so
+``import backbones.errors`` or reading the catalog does not import torch: the dashboard's first paint
+needs neither.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from backbones.errors import (
     BackboneError,
@@ -12,10 +19,23 @@ from backbones.errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from backbones.inference.images import load_image
-from backbones.inference.predict import Prediction, predict
-from backbones.zoo.catalog import DEFAULT_MODEL, ModelEntry, get_entry, imagenet_categories, list_models
-from backbones.zoo.models import LoadedModel, build_architecture, count_parameters, load_checkpoint, load_model
+
+#: Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "load_image": "backbones.inference.images",
+    "Prediction": "backbones.inference.predict",
+    "predict": "backbones.inference.predict",
+    "DEFAULT_MODEL": "backbones.zoo.catalog",
+    "ModelEntry": "backbones.zoo.catalog",
+    "get_entry": "backbones.zoo.catalog",
+    "imagenet_categories": "backbones.zoo.catalog",
+    "list_models": "backbones.zoo.catalog",
+    "LoadedModel": "backbones.zoo.models",
+    "build_architecture": "backbones.zoo.models",
+    "count_parameters": "backbones.zoo.models",
+    "load_checkpoint": "backbones.zoo.models",
+    "load_model": "backbones.zoo.models",
+}
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -39,3 +59,16 @@ __all__ = [
     "load_model",
     "predict",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,13 +17,12 @@ _ABSOLUTE = re.compile(r"(?<![\w:/.])(?:/|[A-Za-z]:\\)[^\s'\"`()<>,;]*")
 
 def cache_roots() -> list[tuple[Path, str]]:
     """``(folder, label)`` for every place the tool keeps files, most specific first; resolved now (env at call time)."""
-    import torch
-
     from backbones.paths import cache_dir
     from backbones.zoo.downloads import hf_cache_dir
+    from backbones.zoo.weights import hub_checkpoint_dir  # torch-free: the sidebar shows notices before torch loads
 
     roots = [
-        (Path(torch.hub.get_dir()), "torch hub cache"),
+        (hub_checkpoint_dir().parent, "torch hub cache"),
         (hf_cache_dir(), "Hugging Face cache"),
         (cache_dir(), "Backbone Lens cache"),
     ]

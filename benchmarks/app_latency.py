@@ -13,7 +13,14 @@ photo), beside a trivial one-line page measured the same way in the same run, so
 
 Each figure is the median over ``--repeat`` cold sessions (with ``--changes`` widget changes each).
 
+``--first-paint`` measures what a visitor of a fresh server sees instead: a new ``streamlit run`` server
+(fresh caches, offline, nothing imported yet) per try, then headless Chromium opens it and the clock runs
+from the browser's first request to the page's title and to its table being painted; a trivial one-line
+page on its own fresh server is timed the same way in the same run. Most of a fresh server's wait used to
+be importing torch, timm and captum, which the first paint does not need.
+
     .venv/bin/python benchmarks/app_latency.py [--repeat 3] [--changes 3] [--pages explain predict]
+    .venv/bin/python benchmarks/app_latency.py --first-paint [--repeat 3]
 """
 
 from __future__ import annotations
@@ -137,12 +144,91 @@ def first_render_in_process(trivial_file: Path, scratch: Path) -> float:
     return _run(_session(APP), "first render in process")
 
 
+def paint_times(url: str, *, table: bool) -> tuple[float, float | None]:
+    """Seconds from the browser's first request to the page's title, and to its first table, being painted."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            t0 = time.perf_counter()
+            page.goto(url, wait_until="commit", timeout=120_000)
+            page.wait_for_selector("h1, [data-testid='stSlider']", state="visible", timeout=120_000)
+            title = time.perf_counter() - t0
+            painted = None
+            if table:
+                page.wait_for_selector("[data-testid='stDataFrame'] canvas, [data-testid='stDataFrame'] table",
+                                       state="visible", timeout=120_000)
+                painted = time.perf_counter() - t0
+            return title, painted
+        finally:
+            browser.close()
+
+
+def first_paint(repeat: int, checkouts: list[Path]) -> int:
+    """Fresh servers of the app (of each checkout) and of a trivial page, each opened once by headless Chromium."""
+    from tests.e2e.conftest import start_app, stop_app
+
+    scratch = Path(tempfile.mkdtemp(prefix="first-paint-"))
+    trivial_dir = scratch / "trivial"
+    (trivial_dir / "dashboard").mkdir(parents=True)
+    (trivial_dir / "dashboard" / "app.py").write_text(TRIVIAL_PAGE)
+    (trivial_dir / ".streamlit").mkdir()  # the app's server settings for both
+    (trivial_dir / ".streamlit" / "config.toml").write_bytes((ROOT / ".streamlit" / "config.toml").read_bytes())
+    servers = {"trivial": trivial_dir, **{str(c): c for c in checkouts}}
+    results: dict[str, list] = {what: [] for what in servers}
+    for r in range(repeat):  # interleaved, so a busy moment on the machine hits every server alike
+        for what, cwd in servers.items():
+            tmp = scratch / f"{len(results[what])}-{abs(hash(what))}"
+            tmp.mkdir()
+            # The checkout's own code first on the path (an editable install may point elsewhere).
+            env = {"BACKBONES_OFFLINE": "1", "BACKBONES_RESULTS_DB": str(tmp / "results.sqlite"), "PYTHONPATH": str(cwd)}
+            proc, url, _ = start_app(tmp, extra_env=env, cwd=cwd)
+            try:
+                results[what].append(paint_times(url, table=what != "trivial"))
+            finally:
+                stop_app(proc)
+            print(f"{what} {r + 1}/{repeat}: {results[what][-1]}", file=sys.stderr)
+    trivial = statistics.median(t for t, _ in results["trivial"])
+    print(f"\nFirst paint of a fresh server (headless Chromium {chromium_version()}, {os.cpu_count()} cores; "
+          f"median of {repeat} fresh servers each; from the browser's first request)\n")
+    print("| page | title painted (s) | table painted (s) | title / trivial |")
+    print("|---|---:|---:|---:|")
+    print(f"| trivial one-line page | {trivial:.2f} | — | 1x |")
+    for what in servers:
+        if what == "trivial":
+            continue
+        title = statistics.median(t for t, _ in results[what])
+        table = statistics.median(p for _, p in results[what])
+        print(f"| Compare, first visit ({what}) | {title:.2f} | {table:.2f} | {title / trivial:.1f}x |")
+    return 0
+
+
+def chromium_version() -> str:  # noqa: N802 (reads like the constant it reports)
+    import subprocess
+
+    from tests.e2e.conftest import CHROMIUM
+
+    try:
+        return subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "chromium"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="cold sessions per page (median reported)")
     parser.add_argument("--changes", type=int, default=3, help="widget changes per session (median reported)")
     parser.add_argument("--pages", nargs="+", choices=[p.name for p in PAGES], default=None, help="only these pages")
+    parser.add_argument("--first-paint", action="store_true", help="fresh servers in headless Chromium instead")
+    parser.add_argument("--checkout", nargs="+", type=Path, default=[ROOT],
+                        help="with --first-paint: the checkouts to serve side by side (e.g. this one and an older one)")
     args = parser.parse_args()
+    if args.first_paint:
+        return first_paint(args.repeat, [c.resolve() for c in args.checkout])
     scratch = Path(tempfile.mkdtemp(prefix="app-latency-"))
     trivial_file = scratch / "trivial_page.py"
     trivial_file.write_text(TRIVIAL_PAGE)

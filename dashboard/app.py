@@ -42,11 +42,15 @@ def run() -> None:
     if settings.refusal:  # listening on every interface by accident: nothing is served
         st.error(settings.refusal, icon=":material/lock:")
         st.stop()
-    from dashboard.components import render_sidebar
+    from dashboard.components import render_device_picker, render_sidebar
 
     page = st.navigation(pages())
-    render_sidebar()
-    page.run()
+    device_slot = render_sidebar()
+    try:
+        page.run()
+    finally:
+        # Listing devices imports torch (seconds on a fresh server): the page paints first, even one that stops.
+        render_device_picker(device_slot)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from backbones.errors import BackboneError
 from backbones.zoo.catalog import get_entry, list_models
-from backbones.zoo.models import LoadedModel, load_model
 from dashboard.state import CUSTOM_PREFIX, CustomModel, device, display_name, push_notice, store_name
 from dashboard.state import custom_models as session_custom_models
+
+# Nothing on a page's first paint (catalog, published figures, weights status, the results store) needs
+# torch, timm or captum; each function below imports what it runs, so the first paint does not wait for them.
+if TYPE_CHECKING:
+    from backbones.zoo.models import LoadedModel
 
 
 @st.cache_resource(show_spinner=False)
@@ -55,6 +60,8 @@ def loaded_model(option: str, *, weights: str = "default") -> LoadedModel:
     The cache is keyed by device and bounded by bytes wherever the weights live; a CUDA out-of-memory while
     loading empties it and becomes a one-line error (see :func:`guard_memory`).
     """
+    from backbones.zoo.models import load_model
+
     dev = device()
     if option.startswith(CUSTOM_PREFIX):
         label = option[len(CUSTOM_PREFIX) :]

@@ -15,8 +15,12 @@ from dashboard.i18n import LANGUAGES, language, t
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def render_sidebar() -> None:
-    """Language, the backbone picker every page shares, what each backbone can do here, and the device."""
+def render_sidebar():
+    """Language, the backbone picker every page shares, what each backbone can do here, and a slot for the device.
+
+    The device picker needs torch (to list GPUs), which the first paint does not: the caller fills the
+    returned slot with :func:`render_device_picker` after the page has been drawn.
+    """
     options = caches.model_options()
     current = state.keep_existing(options)  # a removed checkpoint leaves the selection
     with st.sidebar:
@@ -47,6 +51,34 @@ def render_sidebar() -> None:
         if caches.offline():
             here = sum(1 for o in selected if caches.can_predict(o, rows))
             st.info(t("sidebar.offline", here=here, total=len(selected)), icon=":material/cloud_off:")
+        device_slot = st.container()
+        for message in state.pop_notices():
+            from backbones.redaction import redact_paths
+
+            st.warning(md(redact_paths(message)))
+        st.divider()
+        st.caption(t("sidebar.footer"))
+    return device_slot
+
+
+def send_before_torch() -> None:
+    """Let the server send what the page has drawn so far before this run first imports torch.
+
+    Importing torch holds the interpreter for seconds, and Streamlit's event loop, which sends the page
+    to the browser, waits meanwhile: on a fresh server the table drawn before it would reach the browser
+    only after the import. A moment's pause, once per server process, lets it go out first.
+    """
+    import sys
+    import time
+
+    if "torch" not in sys.modules:
+        time.sleep(0.5)
+
+
+def render_device_picker(slot) -> None:
+    """The sidebar's device picker, drawn into ``slot`` (from :func:`render_sidebar`)."""
+    send_before_torch()
+    with slot:
         device_options = [d["name"] for d in caches.devices()]
         labels = {d["name"]: d["label"] for d in caches.devices()}
         device_key = "device_picker"
@@ -55,12 +87,6 @@ def render_sidebar() -> None:
             t("sidebar.device"), device_options, key=device_key, format_func=labels.get,
             on_change=state.store_device, args=(device_key,), help=t("sidebar.device_help"),
         )
-        for message in state.pop_notices():
-            from backbones.redaction import redact_paths
-
-            st.warning(md(redact_paths(message)))
-        st.divider()
-        st.caption(t("sidebar.footer"))
 
 
 def weights_badge(option: str, row: dict | None) -> str:
@@ -191,34 +217,79 @@ def plot(fig: go.Figure, *, key: str | None = None) -> None:
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")
 
 
-def styled_table(table):
+def styled_table(table, decimals: dict[str, int] | None = None):
     """A copy of ``table`` for st.dataframe: thousands separators, two decimals, "—" for missing values.
 
     Parameter and MAC counts read 61,100,840, never raw integers; a column with missing values becomes
     text (the grid would print "None"), a complete one stays numeric so it sorts as numbers.
+    ``decimals`` gives a column other than two places (``{"GMACs": 3}``).
     """
     out = table.copy()
     for column in out.columns:
         values = out[column]
         kind = values.dtype.kind
         if kind not in "iuf":
+            # Text, flags and columns with nothing in them (latency before anything was measured: all None,
+            # which the grid prints as "None"): missing cells read "—" like in the numeric columns.
+            if kind == "O" and values.isna().any():  # text throughout: Arrow refuses "—" among flags
+                out[column] = ["—" if _missing(v) else str(v) for v in values]
             continue
         present = values.dropna()
         whole = kind in "iu" or (len(present) > 0 and bool((present == present.round()).all()))
         large = len(present) > 0 and present.abs().max() >= 1000
         if values.isna().any() or (whole and large):
-            fmt = "{:,.0f}" if whole else "{:,.2f}"
+            places = 0 if whole else (decimals or {}).get(column, 2)
+            fmt = f"{{:,.{places}f}}"
             out[column] = [("—" if v != v or v is None else fmt.format(v)) for v in values]
         elif whole and kind == "f":
             out[column] = values.astype("Int64")  # small counts (receptive field, jump): numbers without decimals
     return out
 
 
-def table(frame, *, key: str, **kwargs) -> None:
-    """st.dataframe of :func:`styled_table`, remaining decimals shown with two places."""
-    shown = styled_table(frame)
-    formats = {c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns if shown[c].dtype.kind == "f"}
+def _missing(value) -> bool:
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def table(frame, *, key: str, decimals: dict[str, int] | None = None, **kwargs) -> None:
+    """st.dataframe of :func:`styled_table`, remaining decimals shown with two places (``decimals``: per column)."""
+    shown = styled_table(frame, decimals)
+    formats = {
+        c: st.column_config.NumberColumn(format=f"%.{(decimals or {}).get(c, 2)}f")
+        for c in shown.columns
+        if shown[c].dtype.kind == "f"
+    }
     st.dataframe(shown, hide_index=True, key=key, column_config=formats, **kwargs)
+
+
+def published_figures(option: str, summary) -> str | None:
+    """A caption with the published parameters and MACs beside the counted ones, where they differ
+    (a checkpoint with another head, another input size, a source that counts other work); else None."""
+    from backbones.zoo.figures import backbone_figures
+
+    if option.startswith(state.CUSTOM_PREFIX):
+        custom = state.custom_models().get(option[len(state.CUSTOM_PREFIX) :])
+        name = custom.arch if custom else None
+    else:
+        name = option
+    try:
+        figures = backbone_figures(name, input_size=summary.input_size,
+                                   counted=(summary.total_params, summary.total_mult_adds)) if name else None
+    except BackboneError:
+        return None
+    if figures is None or not figures.differs or figures.published_macs is None:
+        return None
+
+    def count(n):
+        return "—" if n is None else f"{n:,}"
+
+    return t(
+        "architecture.published", params=count(figures.published_params), macs=f"{figures.published_macs / 1e9:.3f}",
+        shape=" × ".join(map(str, figures.published_input_size)), source=md(figures.published_macs_source),
+        counted_params=count(figures.params), counted_macs=f"{figures.macs / 1e9:.3f}",
+        counted_shape=" × ".join(map(str, figures.input_size)),
+    )
 
 
 def readable_axis(values) -> dict:

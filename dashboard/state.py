@@ -22,6 +22,13 @@ EVAL_RESULTS = "eval_results"  # list[(option, EvaluationResult)]: the last eval
 FLASH = "flash_message"  # str: a success message to show once after st.rerun()
 DEVICE = "device"  # "cpu" | "cuda:N" | "mps": where Predict, Explain and Evaluate run models
 LANG = "language"  # "en" | "zh": the interface language of this session
+#: "curated" | "selection": what Compare compares. A new session opens on the classic comparison (the curated
+#: backbones, published figures need no weights); a shared ?models= link or a change of the sidebar picker
+#: switches it to the sidebar selection, which the pages that need trained weights always use.
+COMPARE_SCOPE = "compare_scope"
+COMPARE_SCOPES = ("curated", "selection")
+# The Compare page's measurement widgets (their values are read before they are drawn: the table paints first).
+COMPARE_DEVICE, COMPARE_BATCH, COMPARE_THREADS = "cmp_device", "cmp_batch", "cmp_threads"
 #: What a new session starts with, keeping those whose weights are on this machine (at most four): a fresh offline
 #: machine gets the bundled EfficientNet-Lite models, so the first screen of every page is never empty.
 PREFERRED_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100",
@@ -65,7 +72,9 @@ def initial_selection() -> list[str]:
 def init_session() -> None:
     ss = st.session_state
     if SELECTED not in ss:
-        ss[SELECTED] = _linked_selection() or initial_selection()
+        linked = _linked_selection()
+        ss[SELECTED] = linked or initial_selection()
+        ss.setdefault(COMPARE_SCOPE, "selection" if linked else "curated")
     ss.setdefault(CUSTOM, {})
     ss.setdefault(NOTICES, [])
 
@@ -164,9 +173,52 @@ def sync_picker(key: str, current: list[str]) -> None:
 
 
 def store_picker(key: str) -> None:
-    """The picker's on_change: its value becomes the canonical selection, and the page's link reproduces it."""
+    """The picker's on_change: its value becomes the canonical selection, and the page's link reproduces it.
+
+    Compare then compares that selection: the user just said which backbones they care about.
+    """
     st.session_state[SELECTED] = list(st.session_state[key])
+    st.session_state[COMPARE_SCOPE] = "selection"
     share_selection()
+
+
+def compare_scope() -> str:
+    """What Compare compares: ``"curated"`` (the classic comparison) or ``"selection"`` (the sidebar's)."""
+    init_session()
+    return st.session_state.get(COMPARE_SCOPE, "curated")
+
+
+def sync_compare_scope(key: str) -> None:
+    """Start the Compare scope widget ``key`` from the session's scope."""
+    if st.session_state.get(key) != compare_scope():
+        st.session_state[key] = compare_scope()
+
+
+def store_compare_scope(key: str) -> None:
+    """The Compare scope widget's on_change."""
+    if st.session_state.get(key) in COMPARE_SCOPES:
+        st.session_state[COMPARE_SCOPE] = st.session_state[key]
+
+
+def compare_models() -> list[str]:
+    """The backbones Compare shows: the curated ones (in the catalog's order) or the sidebar selection."""
+    from backbones.zoo.catalog import CURATED
+
+    return list(CURATED) if compare_scope() == "curated" else selected_models()
+
+
+def compare_settings(default_threads: int) -> tuple[str, int, int]:
+    """``(device, batch size, threads)`` as Compare's widgets last left them, their defaults before they exist.
+
+    The page draws its table before those widgets (so it paints without waiting for torch, which the device
+    list needs); Streamlit has stored the widgets' new values by the time the script reruns.
+    """
+    ss = st.session_state
+    return (
+        str(ss.get(COMPARE_DEVICE, "cpu")),
+        int(ss.get(COMPARE_BATCH, 1)),
+        int(ss.get(COMPARE_THREADS, default_threads)),
+    )
 
 
 def share_selection() -> None:
@@ -194,9 +246,9 @@ def set_eval_results(results: list) -> None:
     st.session_state[EVAL_RESULTS] = list(results)
 
 
-def clamp_step(key: str, count: int) -> int:
-    """The Architecture stepper's position (the slider widget ``key``), kept within ``0..count-1``."""
-    position = min(max(int(st.session_state.get(key, 0)), 0), max(count - 1, 0))
+def clamp_step(key: str, count: int, *, default: int = 0) -> int:
+    """The Architecture stepper's position (the slider widget ``key``, ``default`` at first), kept within ``0..count-1``."""
+    position = min(max(int(st.session_state.get(key, default)), 0), max(count - 1, 0))
     st.session_state[key] = position
     return position
 

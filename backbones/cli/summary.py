@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "The layer tree of a model (untrained architecture, or your checkpoint with its own head) "
             "for one input size: output shape, parameters, MACs, receptive field and jump, and worked "
-            "derivations for convolution, pooling and linear layers. Totals equal torchinfo's."
+            "derivations for convolution, pooling and linear layers. Parameters equal torchinfo's; MACs are "
+            "torch.utils.flop_counter's (attention included), the figures every page shows."
         ),
     )
     p.add_argument("model", metavar="M", help="catalog name; see `python -m backbones list`")

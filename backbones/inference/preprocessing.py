@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as F
+# torch and torchvision are imported where an image is transformed, not here: the catalog (which every page
+# reads, the first paint included) describes each model's preprocessing without them.
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_INTERPOLATIONS = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-}
 
 
 @dataclass(frozen=True)
@@ -44,9 +40,12 @@ class Preprocessing:
         return (3, self.crop_size, self.crop_size)
 
     @property
-    def interpolation_mode(self) -> InterpolationMode:
-        """torchvision's constant for :attr:`interpolation` (bilinear when the name is unknown)."""
-        return _INTERPOLATIONS.get(self.interpolation, InterpolationMode.BILINEAR)
+    def interpolation_mode(self):
+        """torchvision's ``InterpolationMode`` for :attr:`interpolation` (bilinear when the name is unknown)."""
+        from torchvision.transforms import InterpolationMode
+
+        modes = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}
+        return modes.get(self.interpolation, InterpolationMode.BILINEAR)
 
     @property
     def crop_pct(self) -> float:
@@ -64,18 +63,25 @@ class Preprocessing:
 
     def resized_crop(self, image: Image.Image) -> Image.Image:
         """The RGB crop the model sees, before normalisation (for display)."""
-        mode = _INTERPOLATIONS.get(self.interpolation, InterpolationMode.BILINEAR)
+        from torchvision.transforms.v2 import functional as F
+
+        mode = self.interpolation_mode
         img = F.resize(image, [self.resize_size], interpolation=mode, antialias=True)
         return F.center_crop(img, [self.crop_size, self.crop_size])
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Tensor of shape ``(3, crop_size, crop_size)``, normalised."""
+        import torch
+        from torchvision.transforms.v2 import functional as F
+
         img = self.resized_crop(image)
         tensor = F.to_dtype(F.to_image(img), torch.float32, scale=True)
         return F.normalize(tensor, mean=list(self.mean), std=list(self.std))
 
     def batch(self, images: list[Image.Image]) -> torch.Tensor:
         """Tensor of shape ``(N, 3, crop_size, crop_size)``."""
+        import torch
+
         return torch.stack([self(img) for img in images])
 
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:

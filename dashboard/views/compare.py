@@ -26,6 +26,7 @@ COLUMNS = {
     "images/s": "compare.col_throughput",
     "params (M)": "compare.col_params",
     "GMACs": "compare.col_gmacs",
+    "published GMACs": "compare.col_published_gmacs",
     "size (MiB)": "compare.col_size",
     "device": "compare.col_device",
     "batch": "compare.col_batch",
@@ -60,48 +61,22 @@ def series_label(series: str) -> str:
 st.title(t("compare.title"))
 st.caption(t("compare.caption"))
 
-models = state.selected_models()
+scope_key = "cmp_scope"
+state.sync_compare_scope(scope_key)
+st.segmented_control(
+    t("compare.scope"), list(state.COMPARE_SCOPES), key=scope_key, on_change=state.store_compare_scope, args=(scope_key,),
+    format_func=lambda v: t(f"compare.scope_{v}", n=len(state.selected_models())), help=t("compare.scope_help"),
+)
+models = state.compare_models()
 if not models:
     st.info(t("compare.pick"))
     st.stop()
 
-devices = caches.available_devices()
-with st.container(border=True):
-    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
-    device = c1.selectbox(t("compare.device"), devices, key="cmp_device", help=t("compare.device_help"))
-    batch_size = c2.selectbox(t("compare.batch_size"), [1, 2, 4, 8, 16, 32, 64], key="cmp_batch")
-    max_threads = os.cpu_count() or 1
-    threads = c3.number_input(t("compare.threads"), 1, max_threads, min(2, max_threads), key="cmp_threads", disabled=device != "cpu")
-    budget = c4.number_input(t("compare.budget"), 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
-    c5.write("")
-    try:
-        plan, to_measure = actions.plan_benchmarks(
-            models, device=device, batch_size=batch_size, budget_s=float(budget), threads=int(threads)
-        )
-    except BackboneError as exc:
-        plan, to_measure = None, []
-        components.show_error(exc)
-    label = t("compare.measure", n=len(to_measure)) + (t("compare.measure_estimate", seconds=plan.total_s) if plan and to_measure else "")
-    measure = c5.button(label, type="primary", key="cmp_measure", width="stretch", disabled=not to_measure)
-    for name, why in plan.refused if plan else ():
-        st.caption(components.md(t("compare.left_out", name=name, why=why)))
-
-if measure:
-    progress = st.progress(0.0, text=t("compare.starting"))
-    st.button(t("compare.stop"), key="cmp_stop", help=t("compare.stop_help"))
-
-    def report(done: int, total: int, message: str) -> None:
-        progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
-
-    try:
-        actions.run_benchmarks(to_measure, on_skip=lambda name, why: st.warning(components.md(f"{name}: {why}")), device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
-    except CancelledError as exc:
-        st.warning(str(exc))
-    except BackboneError as exc:
-        components.show_error(exc)
-    else:
-        progress.progress(1.0, text=t("compare.done"))
-
+# The measurement controls sit above the table but are drawn after it: listing the devices and planning a
+# sweep import torch, and the published figures below need neither (the first paint does not wait for them).
+controls = st.container(border=True)
+max_threads = os.cpu_count() or 1
+device, batch_size, threads = state.compare_settings(min(2, max_threads))
 threads_filter = int(threads) if device == "cpu" else None
 try:
     rows = caches.comparison(tuple(models), device=device, batch_size=batch_size, threads=threads_filter)
@@ -124,6 +99,7 @@ table = pd.DataFrame(
             "images/s": r["throughput_ips"],
             "params (M)": r["params_m"],
             "GMACs": r["gmacs"],
+            **({"published GMACs": r["published_gmacs"]} if any(x["published_gmacs"] for x in rows) else {}),
             "size (MiB)": r["size_mib"],
             "device": r["device_name"] or r["device"],
             "batch": r["batch_size"],
@@ -135,18 +111,63 @@ table = pd.DataFrame(
     ]
 )
 measured = table["latency median (ms)"].notna()
-if not measured.any():
-    st.info(t(
-        "compare.not_measured",
-        device=device,
-        batch=batch_size,
-        threads=t("compare.not_measured_threads", n=int(threads)) if device == "cpu" else "",
-        seconds=plan.total_s if plan else 0,
-    ))
-
-components.table(table.assign(series=table["series"].map(series_label)).rename(columns=column_label), key="cmp_table")
+components.table(table.assign(series=table["series"].map(series_label)).rename(columns=column_label), key="cmp_table",
+                 decimals={column_label("GMACs"): 3, column_label("published GMACs"): 3})
+st.caption(t("compare.macs_note"))
 if not measured.all():
     st.caption(t("compare.dash_note"))
+
+components.send_before_torch()  # the table above is the first paint; the controls need torch
+with controls:
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.4])
+    device = c1.selectbox(t("compare.device"), caches.available_devices(), key=state.COMPARE_DEVICE, help=t("compare.device_help"))
+    batch_size = c2.selectbox(t("compare.batch_size"), [1, 2, 4, 8, 16, 32, 64], key=state.COMPARE_BATCH)
+    threads = c3.number_input(t("compare.threads"), 1, max_threads, min(2, max_threads), key=state.COMPARE_THREADS, disabled=device != "cpu")
+    budget = c4.number_input(t("compare.budget"), 0.5, 10.0, 2.0, step=0.5, key="cmp_budget")
+    c5.write("")
+    try:
+        plan, to_measure = actions.plan_benchmarks(
+            models, device=device, batch_size=batch_size, budget_s=float(budget), threads=int(threads)
+        )
+    except BackboneError as exc:
+        plan, to_measure = None, []
+        components.show_error(exc)
+    label = t("compare.measure", n=len(to_measure)) + (t("compare.measure_estimate", seconds=plan.total_s) if plan and to_measure else "")
+    measure = c5.button(label, type="primary", key="cmp_measure", width="stretch", disabled=not to_measure)
+    for name, why in plan.refused if plan else ():
+        st.caption(components.md(t("compare.left_out", name=name, why=why)))
+    done = state.pop_flash()  # set by the last Measure run, shown once after its rerun
+    if done:
+        st.success(done)
+    if not measured.any():
+        st.info(t(
+            "compare.not_measured",
+            device=device,
+            batch=batch_size,
+            threads=t("compare.not_measured_threads", n=int(threads)) if device == "cpu" else "",
+            seconds=plan.total_s if plan else 0,
+        ))
+
+    if measure:
+        progress = st.progress(0.0, text=t("compare.starting"))
+        st.button(t("compare.stop"), key="cmp_stop", help=t("compare.stop_help"))
+
+        def report(done: int, total: int, message: str) -> None:
+            progress.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
+
+        try:
+            # Skips become notices: the sidebar shows them once after the rerun below.
+            actions.run_benchmarks(to_measure, on_skip=lambda name, why: state.push_notice(f"{name}: {why}"), device=device, batch_size=batch_size, threads=int(threads), budget_s=float(budget), progress=report)
+        except CancelledError as exc:
+            st.warning(str(exc))
+        except BackboneError as exc:
+            components.show_error(exc)
+        else:
+            progress.progress(1.0, text=t("compare.done"))
+            caches.comparison.clear()
+            state.flash(t("compare.done"))
+            st.rerun()  # the table above now shows what was measured
+
 st.download_button(
     t("compare.csv"),
     table.to_csv(index=False).encode(),
@@ -283,7 +304,7 @@ def pack_bytes() -> bytes:
     if any(r["latency_ms"] is not None for r in rows):
         figures["accuracy-vs-latency"] = draw_accuracy_vs_cost(rows, "latency_ms", f"latency, median (ms per batch of {batch_size})", log_x=False)
         figures["latency"] = draw_latency_comparison(
-            [ComparisonRow(**{k: v for k, v in r.items() if k not in ("params_m", "gmacs")}) for r in rows]
+            [ComparisonRow(**{k: v for k, v in r.items() if k not in ("params_m", "gmacs", "published_gmacs")}) for r in rows]
         )
     return build_pack(
         figures,

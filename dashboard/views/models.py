@@ -36,6 +36,7 @@ with tab_catalog:
                 "curated": r["default"],
                 "params (M)": r["params"] / 1e6 if r["params"] else None,
                 "MACs (G)": r["macs"] / 1e9 if r["macs"] else None,
+                "published MACs (G)": r["published_macs"] / 1e9 if r["published_macs"] else None,
                 "top-1 (%)": r["published_top1"],
                 "top-5 (%)": r["published_top5"],
                 "input": "×".join(map(str, r["input_size"][1:])),
@@ -57,11 +58,14 @@ with tab_catalog:
     headers = {
         "name": t("models.col.name"), "family": t("models.col.family"), "source": t("models.col.source"),
         "curated": t("models.col.curated"), "params (M)": t("models.col.params"), "MACs (G)": t("models.col.macs"),
+        "published MACs (G)": t("models.col.published_macs"),
         "top-1 (%)": t("models.col.top1"), "top-5 (%)": t("models.col.top5"), "input": t("models.col.input"),
         "weights": t("models.col.weights"), "size (MB)": t("models.col.size"),
         "all weights": t("models.col.all_weights"), "published figures from": t("models.col.published_source"),
     }
-    components.table(table.rename(columns=headers), key="models_table")
+    components.table(table.rename(columns=headers), key="models_table",
+                     decimals={headers["MACs (G)"]: 3, headers["published MACs (G)"]: 3})
+    st.caption(t("models.macs_note"))
     st.caption(t("models.catalog_note", shown=len(table), total=len(rows)))
     missing = [r["name"] for r in rows if r["weights"] and r["weights"][0]["status"] == "downloadable"]
     wanted = st.multiselect(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.app.conftest import errors, no_exception, open_page
+from tests.app.test_first_visit import cells_reading_none
 
 PAGES = ["compare", "architecture", "predict", "explain", "evaluate", "training", "models"]
 
@@ -22,6 +23,7 @@ def test_every_page_renders_with_the_default_selection(app, page):
     no_exception(app)
     assert app.title, f"{page} shows no title"
     assert not errors(app)
+    assert not cells_reading_none(app), f"{page}: missing values must read '—'"
 
 
 def test_compare_shows_published_figures_and_a_csv_download(app):
@@ -112,10 +114,13 @@ def test_architecture_steps_through_layers(app):
     no_exception(app)
     assert app.metric[0].value == "61,100,840"
     app.slider(key="arch_depth_s0").set_value(2).run()
+    # The card opens on the first layer with a derivation: features.0 = conv1, not the features container.
+    assert any(m.value == "64 × 55 × 55" for m in app.metric)
+    assert any("23,296 params" in c.value for c in app.code)
     app.button(key="arch_next_s0").click().run()
     no_exception(app)
-    assert any(m.value == "64 × 55 × 55" for m in app.metric)  # features.0 = conv1
-    assert any("23,296 params" in c.value for c in app.code)
+    assert any("features.1" in m.value for m in app.markdown)  # its ReLU
+    assert not any("23,296 params" in c.value for c in app.code)
 
 
 def test_models_page_loads_a_custom_checkpoint_used_everywhere(app, tmp_path, grace_hopper):

@@ -34,8 +34,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tmp: Path, *, port: int | None = None, extra_env: dict | None = None):
-    """Start `streamlit run dashboard/app.py` on a free port; returns (process, url, log path)."""
+def start_app(tmp: Path, *, port: int | None = None, extra_env: dict | None = None, cwd: Path | None = None):
+    """Start `streamlit run dashboard/app.py` (in ``cwd``, default the repository) on a free port; returns
+    (process, url, log path)."""
     port = port or free_port()
     env = dict(os.environ)
     env.update(
@@ -50,7 +51,7 @@ def start_app(tmp: Path, *, port: int | None = None, extra_env: dict | None = No
     log = tmp / f"streamlit-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         env=env,
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,

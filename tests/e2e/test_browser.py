@@ -72,7 +72,8 @@ def test_a_bad_upload_shows_one_message_and_the_app_keeps_working(page, app_url,
 
 
 def test_measure_latency_from_the_compare_page(page, app_url):
-    page.goto(app_url)
+    # A shared link's selection (one small model): the first visit's classic comparison has 20 backbones.
+    page.goto(f"{app_url}/?models=efficientnet_lite0")
     wait_idle(page)
     page.get_by_text("No latency measured yet").wait_for(timeout=60_000)
     budget = page.get_by_label("Seconds per model")

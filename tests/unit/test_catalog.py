@@ -113,7 +113,8 @@ def test_list_json_has_the_contract_fields(capsys):
 
 def test_list_json_only_adds_download_sizes(tmp_path, monkeypatch, capsys):
     """``list --all --json`` as before sizes were added (tests/data, made with empty caches), plus
-    ``size_bytes`` / ``size_estimated`` in each weights object and nothing else."""
+    ``size_bytes`` / ``size_estimated`` in each weights object and nothing else. (Since issue 23 the
+    file also holds ``macs`` counted here and the published figure beside it, each with its source.)"""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     from backbones.cli import main
