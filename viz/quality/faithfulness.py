@@ -36,14 +36,15 @@ from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.methods.base import check_stop
 from viz.methods.gradcam import upsample
 from viz.methods.gradients import make_baseline
-from viz.methods.registry import METHOD_CLASSES
+from viz.methods.registry import METHOD_CLASSES, refused_methods
 from viz.targets import Target
 
 #: Masked images per forward pass.
 BATCH_SIZE = 32
 
-#: The methods :func:`score_methods` compares by default (every method that runs on any CNN).
-DEFAULT_METHODS = ("gradcam", "gradcam++", "guided-gradcam", "saliency", "integrated-gradients", "occlusion")
+#: The methods :func:`score_methods` compares by default, those of them that apply to the model
+#: (guided Grad-CAM needs a ReLU network, rollout a ViT).
+DEFAULT_METHODS = ("gradcam", "gradcam++", "guided-gradcam", "saliency", "integrated-gradients", "occlusion", "rollout")
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def score_methods(
     loaded: LoadedModel,
     image,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     layer: str | None = None,
     target: int | str | None = None,
     steps: int = 32,
@@ -274,8 +275,14 @@ def score_methods(
     should_stop: StopFn | None = None,
     **options,
 ) -> list[Faithfulness]:
-    """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored."""
+    """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored.
+
+    ``None``: the :data:`DEFAULT_METHODS` that apply to this model.
+    """
     _check_steps(steps, batch_size)
+    if methods is None:
+        refused = refused_methods(loaded.model)
+        methods = [m for m in DEFAULT_METHODS if m not in refused]
     img = ensure_rgb(image)
     exps = explain_methods(loaded, img, methods=methods, layer=layer, target=target, should_stop=should_stop, **options)
     return score_explanations(
