@@ -73,17 +73,16 @@ st.caption(t("explain.method_caption", description=method_text(method, "descript
 try:
     key = caches.model_key(option)
     loaded = caches.loaded_model(option)
+    refused = caches.refused_methods(option, key)
+    if method in refused:  # before any forward pass: the page says why instead
+        st.warning(t("explain.method_refused", method=METHODS[method].title, reason=refused[method]), icon=":material/block:")
+        st.stop()
     with st.spinner(t("explain.reading_layers")):
         layers, default, why = caches.cam_layers(option, key)
         layouts, not_offered = caches.layer_layouts(option, key)
-    refused = caches.refused_methods(option, key)
     predictions = caches.predictions(option, key, caches.digest(data), data, name, 5)
 except BackboneError as exc:
     components.show_error(exc)
-    st.stop()
-
-if method in refused:
-    st.warning(t("explain.method_refused", method=METHODS[method].title, reason=refused[method]), icon=":material/block:")
     st.stop()
 
 c1, c2 = st.columns(2)
