@@ -486,18 +486,3 @@ def ratio(erf_side: int | None, receptive_field: int | None) -> float | None:
         return None
     return erf_side / receptive_field
 
-
-__all__ = [
-    "DEFAULT_IMAGES",
-    "MAX_PASSES",
-    "SHARE",
-    "EffectiveReceptiveFields",
-    "LayerERF",
-    "default_erf_layers",
-    "erf_row",
-    "grid_layers",
-    "make_inputs",
-    "measure_erf",
-    "measure_square",
-    "ratio",
-]

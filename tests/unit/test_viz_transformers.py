@@ -198,3 +198,24 @@ def test_faithfulness_sanity_and_every_method_on_a_small_vit(tiny_vit):
     top = explain(tiny_vit, image, method="rollout", head_fusion="max")
     assert mean.raw.shape == top.raw.shape == (4, 4) and top.raw.sum() == pytest.approx(1.0, abs=1e-5)
     assert not np.allclose(top.raw, mean.raw)
+
+
+def test_rollout_reads_attention_on_a_view_and_restores_it_after_a_failure(tiny_vit):
+    from viz.layers import private_view
+    from viz.methods.rollout import AttentionRollout, reading_attention
+
+    attention = [m for m in tiny_vit.model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    view = private_view(tiny_vit.model)
+    with pytest.raises(RuntimeError, match="boom"), reading_attention(view) as weights:
+        view(torch.zeros(1, 3, 32, 32))
+        assert len(weights) == 2 and weights[0].shape == (1, 2, 17, 17)
+        raise RuntimeError("boom")
+    assert not any("forward" in m.__dict__ for m in view.modules())
+    assert not any("forward" in m.__dict__ for m in attention)
+
+    def boom(done, total, message):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        AttentionRollout(private_view(tiny_vit.model), progress=boom).attribute(torch.zeros(1, 3, 32, 32))
+    assert not any("forward" in m.__dict__ or m._forward_hooks for m in tiny_vit.model.modules())
