@@ -170,8 +170,17 @@ def cmd_layers(args) -> int:
     if args.json:
         emit_json({"model": loaded.name, "default": default, "layers": [i.to_dict() for i in layers]})
         return 0
-    rows = [[i.name + (" (default)" if i.name == default else ""), i.type, " x ".join(map(str, i.output_shape))] for i in layers]
-    print(format_table(rows, ["layer", "type", "output (C x H x W)"]))
+    rows = [
+        [i.name + (" (default)" if i.name == default else ""), i.type, " x ".join(map(str, i.map_shape)),
+         "" if i.layout.kind == "NCHW" else f"{i.layout.kind} {' x '.join(map(str, i.output_shape))}"]
+        for i in layers
+    ]
+    print(format_table(rows, ["layer", "type", "map (C x H x W)", "read from"]))
+    from viz.layers import describe_layers
+
+    left_out = [i for i in describe_layers(loaded) if i.note]
+    if left_out:
+        print(f"{len(left_out)} layers left out ({left_out[0].name}, ...): {left_out[0].note}")
     return 0
 
 

@@ -41,9 +41,15 @@ def attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]:
 def refuse_rollout(model: nn.Module) -> str | None:
     """Why attention rollout cannot run on ``model``, or ``None`` (a ViT with a class token and global attention)."""
     if not attention_modules(model):
-        kind = "shifted windows" if any("Window" in type(m).__name__ for m in model.modules()) else None
-        if kind or any(type(m).__name__.endswith("Attention") for m in model.modules()):
-            why = kind or "its own attention modules"
+        types = {type(m).__name__ for m in model.modules()}
+        if "ShiftedWindowAttention" in types or "ShiftedWindowAttentionV2" in types:
+            kind = "shifted windows (Swin)"
+        elif "PartitionAttentionLayer" in types:
+            kind = "windows and dilated grids (MaxViT)"
+        else:
+            kind = "its own attention modules" if any(t.endswith("Attention") for t in types) else None
+        if kind:
+            why = kind
             return (
                 f"attention rollout needs a ViT whose every layer attends over all tokens (nn.MultiheadAttention); "
                 f"this model attends within {why}, so the per-layer matrices do not chain over the image; "
