@@ -70,7 +70,7 @@ class ActivationLayout:
         """One line for a caption: how the output was laid out."""
         h, w = self.grid
         if self.kind == TOKENS:
-            dropped = f", {self.prefix} class token dropped" if self.prefix == 1 else (
+            dropped = ", class token dropped" if self.prefix == 1 else (
                 f", {self.prefix} prefix tokens dropped" if self.prefix else "")
             return f"{self.prefix + h * w} tokens x {self.channels}: patch tokens laid out on their {h}x{w} grid{dropped}"
         if self.kind == NHWC:
