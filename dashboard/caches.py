@@ -243,6 +243,25 @@ def cam_layers(option: str, key: str) -> tuple[list[str], str | None, str | None
         return names, None, str(exc)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_layouts(option: str, key: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``({layer: how it is laid out}, {layer: why it is not offered})`` for a transformer's layer picker
+    (CNN maps need no words: they are left out of the first)."""
+    from viz.layers import describe_layers
+
+    infos = describe_layers(loaded_model(option))
+    laid_out = {i.name: i.layout.describe() for i in infos if i.spatial and i.layout.kind != "NCHW"}
+    return laid_out, {i.name: i.note for i in infos if i.note}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def refused_methods(option: str, key: str) -> dict[str, str]:
+    """``{method: why}`` for the methods that cannot explain this model (guided ones on GELU, rollout on a CNN)."""
+    from viz.methods.registry import refused_methods as refusals
+
+    return refusals(loaded_model(option).model)
+
+
 @st.cache_data(show_spinner=False, max_entries=128)
 def explanation(option: str, key: str, data: bytes, name: str, method: str, layer: str | None, target):
     """One :class:`viz.cam.Explanation` (cached by model, image bytes, method, layer and target)."""
@@ -282,6 +301,17 @@ def summary(option: str, key: str, input_size: tuple[int, int, int] | None = Non
     if option.startswith(CUSTOM_PREFIX):
         return summarize_model(loaded_model(option), input_size=input_size)
     return summarize_model(option, input_size=input_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def erf(option: str, key: str, trained: bool, images: int):
+    """Effective receptive fields of a model's stages (:func:`backbones.summary.erf.measure_erf`): with the loaded
+    trained weights, or an untrained build of the architecture (a checkpoint is always trained)."""
+    from backbones.summary.erf import measure_erf
+
+    if trained or option.startswith(CUSTOM_PREFIX):
+        return measure_erf(loaded_model(option), images=images)
+    return measure_erf(option, weights="none", images=images)
 
 
 #: Most runs the Training page lays out (each has a name field): several capped logs together.

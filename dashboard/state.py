@@ -29,6 +29,7 @@ COMPARE_SCOPE = "compare_scope"
 COMPARE_SCOPES = ("curated", "selection")
 # The Compare page's measurement widgets (their values are read before they are drawn: the table paints first).
 COMPARE_DEVICE, COMPARE_BATCH, COMPARE_THREADS = "cmp_device", "cmp_batch", "cmp_threads"
+ERF_REQUESTS = "erf_requests"  # set[(option, trained, images)]: effective receptive fields asked for on Architecture
 #: What a new session starts with, keeping those whose weights are on this machine (at most four): a fresh offline
 #: machine gets the bundled EfficientNet-Lite models, so the first screen of every page is never empty.
 PREFERRED_SELECTION = ("efficientnet_lite0", "resnet50", "mobilenet_v3_large", "timm:rexnet_100",
@@ -256,6 +257,15 @@ def clamp_step(key: str, count: int, *, default: int = 0) -> int:
 def move_step(key: str, delta: int, count: int) -> None:
     """Previous / Next: move the stepper before its slider is drawn this run."""
     st.session_state[key] = min(max(int(st.session_state.get(key, 0)) + delta, 0), max(count - 1, 0))
+
+
+def request_erf(option: str, trained: bool, images: int) -> None:
+    """The Measure button: remember that this session asked for these effective receptive fields."""
+    st.session_state.setdefault(ERF_REQUESTS, set()).add((option, bool(trained), int(images)))
+
+
+def erf_requested(option: str, trained: bool, images: int) -> bool:
+    return (option, bool(trained), int(images)) in st.session_state.get(ERF_REQUESTS, set())
 
 
 def stored_language() -> str | None:

@@ -1,4 +1,4 @@
-"""Backbone Lens explanations: where CNN backbones look, and what their layers respond to.
+"""Backbone Lens explanations: where CNN and transformer backbones look, and what their layers respond to.
 
 Pure library (no Streamlit), built on captum. Every function takes a
 :class:`backbones.zoo.models.LoadedModel` and leaves it exactly as it was (no hook,

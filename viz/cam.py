@@ -34,7 +34,7 @@ from backbones.errors import BackboneError
 from backbones.zoo.models import LoadedModel
 from viz.geometry import Box, map_to_image, whole_input_box
 from viz.inputs import ensure_rgb, make_private_view
-from viz.layers import resolve_layer
+from viz.layers import find_layer, resolve_layer
 from viz.methods.base import Attribution, Method, MethodInfo, check_stop
 from viz.methods.registry import LAYER_METHODS, METHOD_CLASSES, METHODS, list_methods, normalize_method
 from viz.targets import Target, TargetError, check_topk, describe_target, resolve_target
@@ -125,17 +125,22 @@ def _build_method(
     *,
     ig_steps: int = 32,
     baseline: str = "mean",
+    head_fusion: str = "mean",
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> Method:
-    """``method`` (canonical name) on a fresh private view of ``loaded``, at ``layer_name`` for the Grad-CAM family."""
+    """``method`` (canonical name) on a fresh private view of ``loaded``, at ``layer_name`` for the Grad-CAM family.
+
+    The layer's activation layout (a ViT's token grid, a Swin stage's channels-last map) travels with it.
+    """
     if not 1 <= int(ig_steps) <= 1024:
         raise BackboneError(f"ig_steps must be in 1..1024, got {ig_steps}")
     view = make_private_view(loaded)
     layer = view.get_submodule(layer_name) if layer_name else None
+    layout = find_layer(loaded, layer_name).layout if layer_name else None
     cls = METHOD_CLASSES[method]
-    offered = {"n_steps": ig_steps, "baseline": baseline}
-    return cls(view, layer, progress=progress, should_stop=should_stop, **{k: offered[k] for k in cls.options})
+    offered = {"n_steps": ig_steps, "baseline": baseline, "head_fusion": head_fusion}
+    return cls(view, layer, layout=layout, progress=progress, should_stop=should_stop, **{k: offered[k] for k in cls.options})
 
 
 def _finish(loaded: LoadedModel, method: str, layer_name: str | None, att: Attribution, box: Box, size) -> Explanation:
@@ -171,6 +176,7 @@ def explain_tensor(
     target: int | str | None = None,
     ig_steps: int = 32,
     baseline: str = "mean",
+    head_fusion: str = "mean",
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> Explanation:
@@ -183,7 +189,8 @@ def explain_tensor(
     x = inputs if inputs.ndim == 4 else inputs.unsqueeze(0)
     if x.ndim != 4 or x.shape[0] != 1:
         raise BackboneError(f"inputs must have shape (1, 3, h, w), got {tuple(inputs.shape)}")
-    m = _build_method(loaded, method, layer_name, ig_steps=ig_steps, baseline=baseline, progress=progress, should_stop=should_stop)
+    m = _build_method(loaded, method, layer_name, ig_steps=ig_steps, baseline=baseline, head_fusion=head_fusion,
+                      progress=progress, should_stop=should_stop)
     att = m.attribute(x, target=index)
     return _finish(loaded, method, layer_name, att, whole_input_box(*x.shape[2:]), None)
 
@@ -197,6 +204,7 @@ def explain(
     target: int | str | None = None,
     ig_steps: int = 32,
     baseline: str = "mean",
+    head_fusion: str = "mean",
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> Explanation:
@@ -208,7 +216,8 @@ def explain(
     family (default: :func:`viz.layers.default_layer`), ignored by the others;
     ``target`` a class index, a label, or ``None`` for the top-1 class.
     ``ig_steps`` and ``baseline`` (``"mean"``: the mean colour, or ``"blur"``: a blurred copy) tune
-    integrated gradients. ``progress(done, total, message)`` is called after each
+    integrated gradients; ``head_fusion`` (``"mean"`` or ``"max"``) how attention rollout fuses a ViT's
+    heads. ``progress(done, total, message)`` is called after each
     forward pass; ``should_stop()`` returning true raises
     :class:`~backbones.errors.CancelledError`.
 
@@ -220,7 +229,8 @@ def explain(
     method, layer_name = _prepare(loaded, method, layer)
     index = resolve_target(loaded, target)
     x = loaded.preprocessing(img).unsqueeze(0)
-    m = _build_method(loaded, method, layer_name, ig_steps=ig_steps, baseline=baseline, progress=progress, should_stop=should_stop)
+    m = _build_method(loaded, method, layer_name, ig_steps=ig_steps, baseline=baseline, head_fusion=head_fusion,
+                      progress=progress, should_stop=should_stop)
     att = m.attribute(x, target=index)
     box = loaded.preprocessing.crop_box(img.width, img.height)
     return _finish(loaded, method, layer_name, att, box, (img.width, img.height))
@@ -251,7 +261,8 @@ def explain_topk(
     size = (img.width, img.height)
     m = _build_method(
         loaded, method, layer_name,
-        ig_steps=options.get("ig_steps", 32), baseline=options.get("baseline", "mean"), should_stop=should_stop,
+        ig_steps=options.get("ig_steps", 32), baseline=options.get("baseline", "mean"),
+        head_fusion=options.get("head_fusion", "mean"), should_stop=should_stop,
     )
 
     def each(i: int, att: Attribution) -> None:

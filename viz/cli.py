@@ -1,7 +1,7 @@
 """``python -m viz``: explanations from the command line.
 
-    python -m viz cam IMG [--model M] [--method gradcam] [--layer L] [--target INDEX|LABEL]
-                          [--out overlay.png] [--npy heat.npy] [--json]
+    python -m viz cam IMG [--model M] [--method gradcam|...|rollout] [--layer L] [--target INDEX|LABEL]
+                          [--head-fusion mean|max] [--out overlay.png] [--npy heat.npy] [--json]
     python -m viz features IMG [--model M] [--layer L] [--top N] [--out grid.png] [--json]
     python -m viz layers [--model M] [--depth D] [--json]
     python -m viz methods [--json]
@@ -29,7 +29,7 @@ from viz.overlay import COLORMAPS
 def build_parser() -> argparse.ArgumentParser:
     from viz.cam import METHODS
 
-    parser = ArgumentParser(prog="python -m viz", description="Backbone Lens: where CNN backbones look (Grad-CAM, saliency, feature maps).")
+    parser = ArgumentParser(prog="python -m viz", description="Backbone Lens: where CNN and transformer backbones look (Grad-CAM, saliency, attention rollout, feature maps).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("cam", help="a heatmap of where the model looks for a class")
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npy", default=None, metavar="NPY", help="write the heatmap: float32 (H, W) of the image, values in [0, 1]")
     p.add_argument("--colormap", default="jet", help=f"matplotlib colormap for --out (e.g. {', '.join(COLORMAPS[:4])})")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity for --out, 0..1 (default 0.5)")
+    p.add_argument("--head-fusion", default="mean", choices=("mean", "max"),
+                   help="how --method rollout fuses a ViT's attention heads (default mean, as Abnar & Zuidema)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_cam)
 
@@ -113,7 +115,7 @@ def cmd_cam(args) -> int:
 
     image = load_image(args.image)
     loaded = load_from_args(args)
-    exp = explain(loaded, image, method=args.method, layer=args.layer, target=args.target)
+    exp = explain(loaded, image, method=args.method, layer=args.layer, target=args.target, head_fusion=args.head_fusion)
     if args.out:
         img = overlay_image(image, exp.heatmap, cmap=args.colormap, alpha=args.alpha, crop_box=exp.crop_box)
         _write(args.out, lambda p: img.save(p, format="PNG"))
@@ -168,8 +170,17 @@ def cmd_layers(args) -> int:
     if args.json:
         emit_json({"model": loaded.name, "default": default, "layers": [i.to_dict() for i in layers]})
         return 0
-    rows = [[i.name + (" (default)" if i.name == default else ""), i.type, " x ".join(map(str, i.output_shape))] for i in layers]
-    print(format_table(rows, ["layer", "type", "output (C x H x W)"]))
+    rows = [
+        [i.name + (" (default)" if i.name == default else ""), i.type, " x ".join(map(str, i.map_shape)),
+         "" if i.layout.kind == "NCHW" else f"{i.layout.kind} {' x '.join(map(str, i.output_shape))}"]
+        for i in layers
+    ]
+    print(format_table(rows, ["layer", "type", "map (C x H x W)", "read from"]))
+    from viz.layers import describe_layers
+
+    left_out = [i for i in describe_layers(loaded) if i.note]
+    if left_out:
+        print(f"{len(left_out)} layers left out ({left_out[0].name}, ...): {left_out[0].note}")
     return 0
 
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from backbones.errors import BackboneError
 from backbones.zoo.models import LoadedModel
 from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
-from viz.layers import resolve_layer
+from viz.layers import find_layer
 from viz.overlay import colorize, font_height, load_font, normalize_heatmap
 
 
@@ -75,14 +75,15 @@ def feature_maps(loaded: LoadedModel, image, layer: str | None = None, *, top: i
     """Activations of ``layer`` (dotted name; default: the CAM default layer) for one RGB image.
 
     ``top`` channels (by mean activation) keep their maps; every channel gets
-    statistics. Raises :class:`~backbones.errors.LayerError` for a layer without
-    a spatial ``(N, C, H, W)`` output.
+    statistics. Transformer layers are laid out as maps first (:mod:`backbones.layouts`).
+    Raises :class:`~backbones.errors.LayerError` for a layer without a spatial output.
     """
     from captum.attr import LayerActivation
 
     if int(top) < 1:
         raise BackboneError(f"top must be at least 1, got {top}")
-    name = resolve_layer(loaded, layer)
+    info = find_layer(loaded, layer)
+    name = info.name
     img = ensure_rgb(image)
     view = make_private_view(loaded)
     device, dtype = get_device_dtype(view)
@@ -91,7 +92,8 @@ def feature_maps(loaded: LoadedModel, image, layer: str | None = None, *, top: i
         act = LayerActivation(view, view.get_submodule(name)).attribute(x)
     if isinstance(act, tuple):
         act = act[0]
-    a = act[0].float().cpu()  # (C, H, W)
+    # A ViT's patch tokens on their grid, a Swin stage transposed: every layer reads as (C, H, W).
+    a = info.layout.to_nchw(act)[0].float().cpu()
     flat = a.flatten(1)
     means = flat.mean(1)
     maxes = flat.amax(1)

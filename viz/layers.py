@@ -2,10 +2,19 @@
 
 Layers are named by their dotted module path (``layer4``, ``blocks.6.0.conv_pwl``)
 and looked up with ``model.get_submodule``. A layer can be explained with a
-Grad-CAM-style method when its output is a spatial ``(N, C, H, W)`` map with
-``H * W > 1``; :func:`spatial_layers` lists those, in the order the forward
-pass produces them, and :func:`default_layer` picks the last one before global
-pooling (``layer4`` for ResNet, ``features`` for VGG, ``bn2`` for EfficientNet-Lite).
+Grad-CAM-style method when its output lies over the image on a grid with
+``H * W > 1``: a CNN's ``(N, C, H, W)`` map, a Swin stage's channels-last
+``(N, H, W, C)`` or a ViT's tokens ``(N, 1 + T, C)`` whose patch tokens are laid
+out on their grid (:mod:`backbones.layouts`, one adapter for all three).
+:func:`spatial_layers` lists those, in the order the forward pass produces them,
+and :func:`default_layer` picks the last one before global pooling (``layer4``
+for ResNet, ``features`` for VGG, ``bn2`` for EfficientNet-Lite, ``norm`` for
+Swin, ``blocks.3`` for MaxViT, the last encoder block's ``ln_1`` for ViT).
+
+A ViT's classifier reads only the class token, so after the last attention
+layer the patch tokens no longer reach the class score: their gradient is zero
+and a CAM there is empty. Such layers are listed with that reason
+(:attr:`LayerInfo.note`) and are not offered.
 
 Shapes come from one forward pass of a zero image at the model's input size on a
 private view of the model (:func:`private_view`), so the shared model never sees
@@ -14,6 +23,7 @@ a hook; the result is cached per model object.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import threading
 import weakref
@@ -24,6 +34,8 @@ import torch
 from torch import nn
 
 from backbones.errors import LayerError
+from backbones.layouts import ActivationLayout, detect_layout, patch_size_of
+from backbones.private_view import private_view
 
 #: Default layers that a generic rule would get wrong or that users know by name.
 #: Keys are architecture-name prefixes (torchvision or timm builder names).
@@ -37,6 +49,7 @@ DEFAULT_LAYER_OVERRIDES: dict[str, str] = {
     "shufflenet": "conv5",
     "regnet_": "trunk_output",
     "convnext": "features",
+    "swin": "norm",  # the generic rule would pick `permute`, the same map transposed for the pooling
 }
 
 #: ``LayerInfo.order`` of a module that does not run in the forward pass (eval mode).
@@ -53,76 +66,42 @@ _POOLING = (
     nn.Flatten,
 )
 
-# Hook and state dictionaries of nn.Module that must not be shared with a view.
-_PRIVATE_DICTS = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_state_dict_hooks",
-    "_state_dict_pre_hooks",
-    "_load_state_dict_pre_hooks",
-    "_load_state_dict_post_hooks",
+#: Why a token layer after a ViT's last attention cannot be explained.
+AFTER_LAST_ATTENTION = (
+    "after the last attention layer only the class token reaches the classifier, so the patch tokens "
+    "get no gradient here and the map is empty; use {layer} or an earlier block"
 )
-
-
-def private_view(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """A structural copy of ``model`` that shares its parameters and buffers.
-
-    Every module is copied shallowly (microseconds each, no tensor copied) with
-    empty hook dictionaries, so hooks, ``train``/``eval`` and ``inplace`` flags
-    set on the view never reach the shared model and another thread's forward
-    pass on the shared model never runs a hook of ours. The view is in eval mode
-    and, unless ``inplace`` is true, every ``inplace`` flag (ReLU, ReLU6, SiLU, ...)
-    is off, as captum's backward hooks need. Parameters keep their
-    ``requires_grad``; gradients are taken with ``torch.autograd.grad``, so no
-    ``.grad`` is ever written.
-    """
-    memo: dict[int, nn.Module] = {}
-
-    def copy_module(module: nn.Module) -> nn.Module:
-        done = memo.get(id(module))
-        if done is not None:  # a module used twice stays one module in the view
-            return done
-        clone = module.__class__.__new__(module.__class__)
-        state = dict(module.__dict__)
-        for key in _PRIVATE_DICTS:
-            if key in state:
-                state[key] = type(state[key])()
-        state["_parameters"] = dict(module._parameters)
-        state["_buffers"] = dict(module._buffers)
-        state["training"] = False
-        if not inplace and isinstance(state.get("inplace"), bool):
-            state["inplace"] = False
-        clone.__dict__ = state
-        memo[id(module)] = clone
-        state["_modules"] = {k: None if v is None else copy_module(v) for k, v in module._modules.items()}
-        return clone
-
-    return copy_module(model)
 
 
 @dataclass(frozen=True)
 class LayerInfo:
     """One module and the shape of its output for a single image.
 
-    ``output_shape`` is ``(C, H, W)`` for spatial layers (batch dimension
-    dropped), or whatever the module returns; ``None`` when the module does not
-    run in eval mode (auxiliary heads).
+    ``output_shape`` is what the module returns, batch dimension dropped
+    (``(C, H, W)`` for a CNN layer, ``(197, 768)`` for a ViT block); ``None``
+    when the module does not run in eval mode (auxiliary heads). ``layout``
+    says how that output lies over the image (``None``: it does not, a vector);
+    ``note`` why a layer with a grid still cannot be explained.
     """
 
     name: str
     type: str
     output_shape: tuple[int, ...] | None
     order: int  # position in the forward pass (completion order)
+    layout: ActivationLayout | None = None
+    note: str | None = None
 
     @property
     def spatial(self) -> bool:
-        s = self.output_shape
-        return s is not None and len(s) == 3 and s[1] * s[2] > 1
+        """Whether the output lies on a grid of more than one position (and can be explained)."""
+        return self.layout is not None and self.layout.positions > 1 and self.note is None
+
+    @property
+    def map_shape(self) -> tuple[int, int, int] | None:
+        """``(C, h, w)`` of the output laid out as a map, or ``None``."""
+        if self.layout is None:
+            return None
+        return (self.layout.channels, *self.layout.grid)
 
     @property
     def depth(self) -> int:
@@ -134,6 +113,8 @@ class LayerInfo:
             "type": self.type,
             "output_shape": None if self.output_shape is None else list(self.output_shape),
             "spatial": self.spatial,
+            "layout": None if self.layout is None else self.layout.to_dict(),
+            "note": self.note,
         }
 
 
@@ -199,21 +180,48 @@ def describe_layers(target, *, input_size: Sequence[int] | None = None) -> tuple
     except Exception as exc:  # a model that cannot run at this size: say which
         raise LayerError(f"cannot run the model on a {size} input to list its layers: {str(exc).splitlines()[0][:160]}") from exc
     infos = []
+    hw = (int(size[1]), int(size[2]))
+    patch = patch_size_of(model)
     for name, module in model.named_modules():
         if not name:
             continue
         shape, order = seen.get(name, (None, NOT_RUN))
-        infos.append(LayerInfo(name=name, type=type(module).__name__, output_shape=shape, order=order))
+        layout = None if shape is None else detect_layout(shape, hw, patch_size=patch)
+        infos.append(LayerInfo(name=name, type=type(module).__name__, output_shape=shape, order=order, layout=layout))
     infos.sort(key=lambda i: i.order)
-    result = tuple(infos)
+    result = _mark_dead_tokens(infos, dict(model.named_modules()))
     with _SHAPES_LOCK:
         _SHAPES.setdefault(model, {})[size] = result
     return result
 
 
-def spatial_layers(target, *, input_size: Sequence[int] | None = None, max_depth: int | None = None) -> list[LayerInfo]:
-    """Layers with a ``(C, H, W)`` output, ``H * W > 1``, in forward order: valid choices for a CAM.
+def is_attention(module: nn.Module) -> bool:
+    """torch's ``nn.MultiheadAttention`` or a module class named ``...Attention`` (timm, Swin)."""
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
 
+
+def _mark_dead_tokens(infos: list[LayerInfo], modules: dict[str, nn.Module]) -> tuple[LayerInfo, ...]:
+    """Token layers with a class token that complete after the last attention: a note saying why they are empty."""
+    attention = [i.order for i in infos if i.order < NOT_RUN and is_attention(modules[i.name])]
+    if not attention:
+        return tuple(infos)
+    last = max(attention)
+    before = [i for i in infos if i.order < last and i.layout is not None and i.layout.kind == "tokens"]
+    hint = before[-1].name if before else "an earlier layer"
+    return tuple(
+        dataclasses.replace(i, note=AFTER_LAST_ATTENTION.format(layer=hint))
+        if i.layout is not None and i.layout.kind == "tokens" and i.layout.prefix > 0 and i.order >= last
+        else i
+        for i in infos
+    )
+
+
+
+def spatial_layers(target, *, input_size: Sequence[int] | None = None, max_depth: int | None = None) -> list[LayerInfo]:
+    """Layers whose output lies on a grid of more than one position, in forward order: valid choices for a CAM.
+
+    CNN maps, channels-last maps and token grids alike (:attr:`LayerInfo.layout`);
+    token layers a CAM cannot use (:attr:`LayerInfo.note`) are left out.
     ``max_depth`` keeps names with at most that many dotted parts (1: ``layer4``;
     2: ``layer4.1``), for a short picker.
     """
@@ -223,31 +231,34 @@ def spatial_layers(target, *, input_size: Sequence[int] | None = None, max_depth
     return layers
 
 
+def find_layer(target, name: str, *, input_size: Sequence[int] | None = None) -> LayerInfo:
+    """The :class:`LayerInfo` of an explainable layer (validated with :func:`resolve_layer`)."""
+    name = resolve_layer(target, name, input_size=input_size)
+    return next(i for i in describe_layers(target, input_size=input_size) if i.name == name)
+
+
 def _arch_of(target) -> str:
     entry = getattr(target, "entry", None)
     return entry.arch if entry is not None else ""
 
 
-def _is_transformer(target) -> bool:
-    entry = getattr(target, "entry", None)
-    return bool(entry is not None and entry.is_transformer)
+def _never_default(module: nn.Module) -> bool:
+    # Pooling, identity and torchvision's Permute only repeat or rearrange their input's map.
+    return isinstance(module, _POOLING) or type(module).__name__ == "Permute"
 
 
 def default_layer(target, *, input_size: Sequence[int] | None = None) -> str:
     """The layer a CAM uses when none is named: the last spatial layer before global pooling.
 
     A small table (:data:`DEFAULT_LAYER_OVERRIDES`) names the classic choices;
-    otherwise the last module, in forward order, whose output is a spatial map and
-    which is not a pooling, dropout or identity module (with its outermost
-    container when that produces the same map). Raises :class:`LayerError` for
-    transformers and models without a spatial layer.
+    otherwise the last module, in forward order, whose output lies on a grid
+    (:func:`spatial_layers`) and which is not a pooling, dropout, identity or
+    permute module. For a ViT that is the last encoder block's ``ln_1``: the
+    normalised tokens the last attention reads (later layers reach the class
+    score through the class token only). Raises :class:`LayerError` for models
+    without such a layer.
     """
     model = _model_of(target)
-    if _is_transformer(target):
-        raise LayerError(
-            f"{target.name} is a transformer: Grad-CAM needs a convolutional layer with a spatial "
-            "(N, C, H, W) output; use saliency, integrated-gradients or occlusion"
-        )
     arch = _arch_of(target)
     for prefix, name in DEFAULT_LAYER_OVERRIDES.items():
         if arch.startswith(prefix):
@@ -258,9 +269,9 @@ def default_layer(target, *, input_size: Sequence[int] | None = None) -> str:
                 break  # a user's variant without the usual name: fall back to the rule
     layers = describe_layers(target, input_size=input_size)
     modules = dict(model.named_modules())
-    candidates = [i for i in layers if i.spatial and not isinstance(modules[i.name], _POOLING)]
+    candidates = [i for i in layers if i.spatial and not _never_default(modules[i.name])]
     if not candidates:
-        raise LayerError("this model has no layer with a spatial (N, C, H, W) output: Grad-CAM needs one")
+        raise LayerError("this model has no layer whose output lies on a grid over the image: Grad-CAM needs one")
     return candidates[-1].name
 
 
@@ -273,11 +284,6 @@ def resolve_layer(target, name: str | None, *, input_size: Sequence[int] | None 
     if name is None or not str(name).strip():
         return default_layer(target, input_size=input_size)
     name = str(name).strip()
-    if _is_transformer(target):
-        raise LayerError(
-            f"{target.name} is a transformer: its layers have no spatial (N, C, H, W) output for Grad-CAM; "
-            "use saliency, integrated-gradients or occlusion"
-        )
     model = _model_of(target)
     layers = describe_layers(target, input_size=input_size)
     by_name = {i.name: i for i in layers}
@@ -295,11 +301,18 @@ def resolve_layer(target, name: str | None, *, input_size: Sequence[int] | None 
     if info.output_shape is None:
         kind = "is not used in the forward pass (eval mode)" if info.order >= NOT_RUN else "has no tensor output"
         raise LayerError(f"layer {name!r} ({info.type}) {kind}; pick one with a spatial output, e.g. {default_layer(target)}")
+    if info.note is not None:
+        raise LayerError(f"layer {name!r} ({info.type}): {info.note}")
     if not info.spatial:
         shape = "x".join(map(str, info.output_shape))
-        why = "a 1x1 map (after global pooling)" if len(info.output_shape) == 3 else f"a {len(info.output_shape) + 1}-D output ({shape})"
+        if len(info.output_shape) == 3:
+            why = "a 1x1 map (after global pooling)"
+        elif len(info.output_shape) == 2:
+            why = f"a {shape} output whose rows do not fill a grid of patches"
+        else:
+            why = f"a {len(info.output_shape) + 1}-D output ({shape})"
         raise LayerError(
-            f"layer {name!r} ({info.type}) has {why}, not a spatial (N, C, H, W) map; "
+            f"layer {name!r} ({info.type}) has {why}, not a map over the image; "
             f"try {default_layer(target)}"
         )
     return name

@@ -80,6 +80,28 @@ STRINGS = {
     "architecture.col.rf": "RF",
     "architecture.col.jump": "jump",
     "architecture.col.trainable": "trainable",
+    "architecture.erf.title": "Effective receptive field",
+    "architecture.erf.caption": "What a unit really responds to (Luo et al. 2016): the gradient of the centre unit of each "
+    "stage's output with respect to the input, averaged over the sample photos; the side of the centred square and the "
+    "radius of the disc that hold 95% of it, beside the theoretical receptive field. Costs one backward pass per layer "
+    "per image, so it runs when you ask.",
+    "architecture.erf.trained": "Trained weights",
+    "architecture.erf.no_weights": "No trained weights here: untrained (random weights, Luo et al.'s case).",
+    "architecture.erf.images": "Images",
+    "architecture.erf.measure": "Measure ERF",
+    "architecture.erf.measuring": "Measuring effective receptive fields (backward passes)…",
+    "architecture.erf.col.grid": "grid",
+    "architecture.erf.col.side": "ERF side (px)",
+    "architecture.erf.col.radius": "ERF radius (px)",
+    "architecture.erf.col.ratio": "ERF / RF",
+    "architecture.erf.trained_as": "trained ({weights})",
+    "architecture.erf.untrained_as": "untrained (random weights)",
+    "architecture.erf.summary": "{which}, {images} inputs ({inputs}), {passes} backward passes in {seconds:.1f} s. "
+    "CLI: `python -m backbones summary {model} --erf --images {images} --json`.",
+    "architecture.erf.transformer": "Transformer: the theoretical receptive field does not apply (attention mixes every "
+    "position), the effective one does; token layers are read on their patch grid.",
+    "architecture.erf.layer": "ERF map of layer",
+    "architecture.erf.map_title": "{layer}: {side} px square, radius {radius:.1f} px hold {share:.0%} of |∂ unit / ∂ input|",
     "architecture.chart.params": "Parameters (M)",
     "architecture.chart.macs": "MACs (G)",
     "architecture.chart.params_trace": "params (M)",
@@ -353,10 +375,18 @@ STRINGS = {
     "explain.method_passes.saliency": "1 forward + backward to the input",
     "explain.method_passes.integrated-gradients": "32 forward + backward passes, batched",
     "explain.method_passes.occlusion": "~170 forward passes, batched",
+    "explain.method_description.rollout": "ViT only: attention of every layer, heads averaged, with the residual as "
+    "0.5·A + 0.5·I, multiplied through the layers and read from the class token over the patches (Abnar & Zuidema "
+    "2020). The same map for every class.",
+    "explain.method_passes.rollout": "1 forward pass (attention weights read)",
+    "explain.method_refused": "{method} does not apply to this model: {reason}",
+    "explain.layout": "Read as a map: {description}.",
+    "explain.not_offered": "{n} later layers are not offered: {note}.",
     "explain.reading_layers": "Reading the layers…",
     "explain.no_spatial_layer": "this model has no spatial layer for Grad-CAM",
     "explain.layer": "Layer (spatial outputs, forward order)",
-    "explain.layer_help": "Default: {layer}, the last spatial layer before global pooling.",
+    "explain.layer_help": "Default: {layer}, the last layer on the image grid before global pooling (a ViT: the "
+    "last block's ln_1, the tokens its attention reads; Swin: the final norm).",
     "explain.class": "Class",
     "explain.target_top1": "top-1",
     "explain.target_top5": "one of the top 5",

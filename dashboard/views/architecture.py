@@ -1,6 +1,7 @@
 """Architecture: step through a backbone layer by layer (shapes, parameters, MACs, receptive fields)."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
@@ -66,6 +67,55 @@ def stepper(rows: list, slot: str) -> None:
             st.caption(t("architecture.not_attributed", note=components.md(r.macs_note)))
 
 
+# --- Effective receptive field (issue 24): one self-contained block, called once from render(). ---
+def erf_panel(option: str, slot: str, s) -> None:
+    """ERF beside the theoretical RF per stage, measured on request (backward passes), and the map of one layer."""
+    st.markdown(f"**{t('architecture.erf.title')}**")
+    st.caption(t("architecture.erf.caption"))
+    can_train = caches.can_predict(option, caches.weights_rows((option,))) if not option.startswith(state.CUSTOM_PREFIX) else True
+    c1, c2, c3 = st.columns([1.4, 1, 1])
+    trained = c1.toggle(t("architecture.erf.trained"), value=can_train, disabled=not can_train, key=f"arch_erf_trained_{slot}",
+                        help=None if can_train else t("architecture.erf.no_weights"))
+    images = c2.number_input(t("architecture.erf.images"), 1, 8, 4, key=f"arch_erf_images_{slot}")
+    if c3.button(t("architecture.erf.measure"), key=f"arch_erf_go_{slot}"):
+        state.request_erf(option, trained, images)
+    if not state.erf_requested(option, trained, images):
+        return
+    try:
+        with st.spinner(t("architecture.erf.measuring")):
+            erf = caches.erf(option, caches.model_key(option), bool(trained), int(images))
+    except BackboneError as exc:
+        components.show_error(exc)
+        return
+    from backbones.summary.erf import ratio
+
+    rows = []
+    for layer in erf.layers:
+        rf = None if not s.receptive_fields else next((r.receptive_field for r in s.layers if r.name == layer.name), None)
+        r = ratio(layer.side, rf)
+        rows.append({t("architecture.col.layer"): layer.name, t("architecture.erf.col.grid"): " × ".join(map(str, layer.grid)),
+                     t("architecture.col.rf"): rf, t("architecture.erf.col.side"): layer.side,
+                     t("architecture.erf.col.radius"): round(layer.radius, 1), t("architecture.erf.col.ratio"): r})
+    components.table(pd.DataFrame(rows), key=f"arch_erf_table_{slot}")
+    which = t("architecture.erf.trained_as", weights=erf.weights) if erf.trained else t("architecture.erf.untrained_as")
+    st.caption(t("architecture.erf.summary", which=which, images=erf.images, inputs=erf.inputs, passes=erf.passes,
+                 seconds=erf.seconds, model=state.store_name(option))
+               + ("" if s.receptive_fields else " " + t("architecture.erf.transformer")))
+    names = [layer.name for layer in erf.layers]
+    chosen = st.selectbox(t("architecture.erf.layer"), names, index=len(names) - 1, key=f"arch_erf_layer_{slot}")
+    layer = erf.find(chosen)
+    fig = go.Figure(go.Heatmap(z=layer.map, colorscale="Viridis", showscale=False))
+    cy, cx = layer.centre
+    half = layer.side / 2
+    fig.add_shape(type="rect", x0=cx - half, x1=cx + half, y0=cy - half, y1=cy + half, line=dict(color="white", width=2))
+    fig.add_shape(type="circle", x0=cx - layer.radius, x1=cx + layer.radius, y0=cy - layer.radius, y1=cy + layer.radius,
+                  line=dict(color="white", width=1, dash="dot"))
+    fig.update_layout(height=420, margin=dict(t=40, l=10, r=10, b=10), yaxis=dict(autorange="reversed", scaleanchor="x"),
+                      title=t("architecture.erf.map_title", layer=chosen, side=layer.side, radius=layer.radius,
+                              share=layer.share))
+    components.plot(fig, key=f"arch_erf_map_{slot}")
+
+
 def render(option: str, slot: str) -> None:
     try:
         with st.spinner(t("architecture.summarising", model=state.display_name(option))):
@@ -113,6 +163,8 @@ def render(option: str, slot: str) -> None:
 
     if rows:
         stepper(rows, slot)
+
+    erf_panel(option, slot, s)
 
     blocks = [b for b in s.blocks(1) if b.name]
     # Two panels sharing the block axis: each quantity on its own scale, no bars hiding behind others.

@@ -1,4 +1,9 @@
-"""Explain: Grad-CAM, Guided Grad-CAM, saliency, integrated gradients and occlusion, plus feature maps."""
+"""Explain: Grad-CAM, Guided Grad-CAM, saliency, integrated gradients, occlusion and attention rollout, plus feature maps.
+
+CNNs and the catalog's transformers alike: a ViT's or Swin's layers are laid out on their grid by the library, and
+a method that does not apply to the chosen model (guided methods on GELU networks, rollout on anything but a ViT)
+says why instead of running.
+"""
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -68,8 +73,13 @@ st.caption(t("explain.method_caption", description=method_text(method, "descript
 try:
     key = caches.model_key(option)
     loaded = caches.loaded_model(option)
+    refused = caches.refused_methods(option, key)
+    if method in refused:  # before any forward pass: the page says why instead
+        st.warning(t("explain.method_refused", method=METHODS[method].title, reason=refused[method]), icon=":material/block:")
+        st.stop()
     with st.spinner(t("explain.reading_layers")):
         layers, default, why = caches.cam_layers(option, key)
+        layouts, not_offered = caches.layer_layouts(option, key)
     predictions = caches.predictions(option, key, caches.digest(data), data, name, 5)
 except BackboneError as exc:
     components.show_error(exc)
@@ -85,6 +95,11 @@ if METHODS[method].uses_layer:
         t("explain.layer"), layers, index=layers.index(default) if default in layers else 0,
         key=f"explain_layer_{option}", help=t("explain.layer_help", layer=default),
     )
+    # Transformer layers: how the tokens were laid out, and which layers are left out and why.
+    if layer in layouts:
+        c1.caption(t("explain.layout", description=layouts[layer]))
+    if not_offered:
+        c1.caption(t("explain.not_offered", n=len(not_offered), note=next(iter(not_offered.values()))))
 target_mode = c2.radio(t("explain.class"), list(TARGET_MODES), format_func=lambda m: t(TARGET_MODES[m]), horizontal=True,
                        key="explain_target_mode")
 target = None

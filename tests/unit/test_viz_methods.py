@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from backbones.errors import BackboneError, CancelledError, LayerError
+from backbones.errors import BackboneError, CancelledError
 from backbones.zoo.catalog import get_entry
 from backbones.zoo.models import LoadedModel, load_model
 from tests.unit.viz_nets import CONV_W, FC_W, GapNet, TinyNet, assert_untouched, model_state, tiny_image, wrap
 from viz.cam import METHODS, TargetError, explain, explain_tensor, explain_topk
-from viz.layers import private_view
+from viz.layers import default_layer, private_view
 from viz.methods.base import Attribution
 from viz.methods.gradcam import LayerCAM
 from viz.methods.registry import LAYER_METHODS, METHOD_CLASSES, get_method_class
@@ -92,6 +92,9 @@ def test_every_registered_method_is_used_directly_captum_style():
     assert list(METHOD_CLASSES) == list(METHODS)
     for name, cls in METHOD_CLASSES.items():
         assert cls.info is METHODS[name] and get_method_class(name) is cls
+        if cls.refusal(loaded.model) is not None:
+            assert name == "rollout"  # a ViT method: test_viz_transformers runs it
+            continue
         view = private_view(loaded.model)
         layer = "features.4" if name in LAYER_METHODS else None
         options = {"n_steps": 4} if "n_steps" in cls.options else {}
@@ -129,7 +132,7 @@ def test_topk_of_each_grad_cam_variant_matches_single_explanations():
 # The shared model is never changed
 
 
-ALL_METHODS = list(METHODS)
+ALL_METHODS = [m for m in METHODS if m != "rollout"]  # rollout is for ViTs: test_viz_transformers
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -214,6 +217,8 @@ def test_unknown_method_and_transformers():
         name="vit_b_16", entry=get_entry("vit_b_16"), model=TinyNet(), preprocessing=loaded.preprocessing,
         categories=loaded.categories, weights="none",
     )
-    with pytest.raises(LayerError, match="transformer"):
-        explain(vit, tiny_image())
+    # Transformers are explained like any model now (test_viz_transformers); what decides is the network itself.
+    assert explain(vit, tiny_image()).layer == default_layer(loaded)
+    with pytest.raises(BackboneError, match="attention rollout needs a vision transformer"):
+        explain(vit, tiny_image(), method="rollout")
     assert explain(vit, tiny_image(), method="saliency").layer is None

@@ -5,6 +5,6 @@
 progress and honours cancellation); ``gradcam`` the Grad-CAM family on one
 template; ``guided`` guided backpropagation (ReLU networks only);
 ``gradients`` saliency and integrated gradients; ``occlusion``
-occlusion; ``registry`` the name -> class table that the entry points in
+occlusion; ``rollout`` attention rollout (ViT); ``registry`` the name -> class table that the entry points in
 :mod:`viz.cam`, the CLI and the dashboard pick from.
 """

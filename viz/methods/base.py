@@ -23,6 +23,7 @@ from torch import nn
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError, CancelledError
 from backbones.inference.logits import logits_of
+from backbones.layouts import ActivationLayout
 from viz.inputs import get_device_dtype
 from viz.targets import check_index, rank_classes
 
@@ -107,6 +108,9 @@ class Method:
 
     ``progress(done, total, message)`` is called after each forward pass;
     ``should_stop()`` returning true raises :class:`~backbones.errors.CancelledError`.
+    ``layout`` says how the layer's output lies over the image (ViT tokens, Swin's
+    channels-last maps; ``None``: ``(N, C, H, W)`` already); a method that cannot
+    explain a model says why in :meth:`refusal`, and construction raises that line.
     Subclasses set ``info``, may set ``options`` (the keyword arguments their
     constructor adds) and ``scores_image_first`` (perturbation methods, whose passes
     see perturbed inputs, learn the top-1 class from a pass over the image itself
@@ -123,15 +127,34 @@ class Method:
         model: nn.Module,
         layer: nn.Module | None = None,
         *,
+        layout: ActivationLayout | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ):
         if self.info.uses_layer and layer is None:
             raise BackboneError(f"{self.info.title} needs a layer")
+        reason = self.refusal(model)
+        if reason is not None:
+            raise BackboneError(reason)
         self.model = model
         self.layer = layer
+        self.layout = layout
         self.progress = progress
         self.should_stop = should_stop
+
+    @classmethod
+    def refusal(cls, model: nn.Module) -> str | None:
+        """Why this method cannot explain ``model`` (one line), or ``None`` when it can."""
+        return None
+
+    def to_map(self, t: torch.Tensor) -> torch.Tensor:
+        """The layer's output (or its gradient) as ``(N, C, h, w)``, through the layer's activation layout.
+
+        CNN layers pass through; a ViT's tokens lose the class token and are laid out on
+        their patch grid, a Swin stage's channels-last map is transposed
+        (:class:`backbones.layouts.ActivationLayout`).
+        """
+        return t if self.layout is None else self.layout.to_nchw(t)
 
     def forward_passes(self, size: tuple[int, int]) -> int:
         """Forward passes one :meth:`attribute` call makes on an input of ``size = (H, W)`` (for progress)."""

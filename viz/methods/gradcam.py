@@ -6,7 +6,10 @@
 (``torch.autograd.grad``: no parameter gradient, no backward through the trunk),
 the weighted sum ``relu(sum_c w_c * A_c)`` and bilinear upsampling to the input.
 A variant only says how the channel weights ``w`` come from the gradients and
-activations (:meth:`LayerCAM.channel_weights`). Because the forward pass does not
+activations (:meth:`LayerCAM.channel_weights`). Transformer layers enter the same
+template: activations and gradients pass through the layer's activation layout
+(:meth:`~viz.methods.base.Method.to_map`: a ViT's patch tokens on their grid, a
+Swin stage's channels-last map transposed) before the weighting. Because the forward pass does not
 depend on the class, top-k attributions share it (:meth:`LayerCAM.share_forward`).
 """
 
@@ -19,7 +22,7 @@ from torch import nn
 from backbones.errors import BackboneError
 from backbones.inference.logits import logits_of
 from viz.methods.base import Attribution, ClassScore, Method, MethodInfo
-from viz.methods.guided import guided_relu6
+from viz.methods.guided import guided_relu6, refuse_unguided
 
 
 def forward_keeping_activations(forward, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +80,7 @@ class LayerCAM(Method):
         """The ``(N, 1, h, w)`` map for the class ``score`` returns: one forward, one backward to the layer."""
         acts, scores = forward_keeping_activations(score, self.layer, x)
         (grads,) = torch.autograd.grad(torch.unbind(scores), acts)
-        return self.combine(grads.detach(), acts.detach())
+        return self.combine(self.to_map(grads.detach()), self.to_map(acts.detach()))
 
     def compute_maps(self, score, x):
         return self._maps(self.cam(score, x), tuple(x.shape[2:]))
@@ -92,7 +95,8 @@ class LayerCAM(Method):
 
         def attribute_class(index: int) -> Attribution:
             (grads,) = torch.autograd.grad(logits[0, index], acts, retain_graph=True)
-            raw, heat = self._maps(self.combine(grads.detach(), acts.detach()), tuple(x.shape[2:]))
+            cam = self.combine(self.to_map(grads.detach()), self.to_map(acts.detach()))
+            raw, heat = self._maps(cam, tuple(x.shape[2:]))
             return Attribution(raw=raw.float(), heat=heat.float(), index=index, probs=probs)
 
         return probs, attribute_class
@@ -135,7 +139,9 @@ class GuidedGradCAM(Method):
 
     ``raw`` and ``heat`` are both the largest absolute value over the colour
     channels, ``(N, H, W)``. ReLU6 modules (EfficientNet-Lite, MobileNetV2) are
-    guided like ReLUs; they are put back afterwards.
+    guided like ReLUs; they are put back afterwards. Like guided backpropagation it
+    refuses networks with other activations (GELU transformers, SiLU EfficientNets):
+    captum guides only ReLUs, so the gradient would pass those unguided.
     """
 
     info = MethodInfo(
@@ -147,12 +153,16 @@ class GuidedGradCAM(Method):
     def forward_passes(self, size):
         return 2
 
+    @classmethod
+    def refusal(cls, model):
+        return refuse_unguided(model, "guided Grad-CAM")
+
     def compute_maps(self, score, x):
         from captum.attr import GuidedBackprop
 
         with guided_relu6(self.model):
             x = x.clone().requires_grad_()
-            cam = GradCAM(self.model, self.layer).cam(score, x)
+            cam = GradCAM(self.model, self.layer, layout=self.layout).cam(score, x)
             guided = GuidedBackprop(score).attribute(x, target=None)
             attr = (guided * upsample(cam, tuple(x.shape[2:]))).detach()
         raw = attr.abs().amax(1)

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones.errors import BackboneError
 from viz.methods.base import Method, MethodInfo
 
 # captum warns on every Guided Backprop call that it sets (and removes) ReLU hooks:
@@ -65,6 +64,17 @@ def find_other_activation(model: nn.Module) -> tuple[str, str] | None:
     return None
 
 
+def refuse_unguided(model: nn.Module, what: str = "guided backpropagation") -> str | None:
+    """Why ``what`` cannot run on ``model`` (it has an activation that is not a ReLU or ReLU6), or ``None``."""
+    other = find_other_activation(model)
+    if other is None:
+        return None
+    return (
+        f"{what} needs a ReLU/ReLU6 network, but this model uses {other[1]} (at {other[0]}): "
+        "guided backpropagation only guides ReLUs; use Grad-CAM, saliency or integrated-gradients"
+    )
+
+
 class GuidedBackprop(Method):
     """Plain guided backpropagation to the input (captum ``GuidedBackprop``), for ReLU and ReLU6 networks.
 
@@ -79,14 +89,9 @@ class GuidedBackprop(Method):
         "(captum GuidedBackprop); ReLU networks only. The classic method that fails the model-randomisation check.",
     )
 
-    def __init__(self, model, layer=None, **kwargs):
-        other = find_other_activation(model)
-        if other is not None:
-            raise BackboneError(
-                f"guided backpropagation needs a ReLU/ReLU6 network, but this model uses {other[1]} "
-                f"(at {other[0]}); use saliency or integrated-gradients"
-            )
-        super().__init__(model, layer, **kwargs)
+    @classmethod
+    def refusal(cls, model):
+        return refuse_unguided(model)
 
     def compute_maps(self, score, x):
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop

@@ -14,9 +14,11 @@ from viz.methods.gradcam import GradCAM, GradCAMPlusPlus, GuidedGradCAM
 from viz.methods.gradients import IntegratedGradients, Saliency
 from viz.methods.guided import GuidedBackprop
 from viz.methods.occlusion import Occlusion
+from viz.methods.rollout import AttentionRollout
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.info.name: cls for cls in (GradCAM, GradCAMPlusPlus, GuidedGradCAM, GuidedBackprop, Saliency, IntegratedGradients, Occlusion)
+    cls.info.name: cls
+    for cls in (GradCAM, GradCAMPlusPlus, GuidedGradCAM, GuidedBackprop, Saliency, IntegratedGradients, Occlusion, AttentionRollout)
 }
 
 METHODS: dict[str, MethodInfo] = {name: cls.info for name, cls in METHOD_CLASSES.items()}
@@ -40,6 +42,8 @@ _ALIASES = {
     "ig": "integrated-gradients",
     "integrated_gradients": "integrated-gradients",
     "gradients": "saliency",
+    "attention-rollout": "rollout",
+    "attention_rollout": "rollout",
 }
 
 
@@ -60,3 +64,14 @@ def normalize_method(method: str) -> str:
 def get_method_class(method: str) -> type[Method]:
     """The class that computes ``method`` (any spelling :func:`normalize_method` accepts)."""
     return METHOD_CLASSES[normalize_method(method)]
+
+
+def refused_methods(model) -> dict[str, str]:
+    """``{method: why}`` for every method that cannot explain ``model`` (an ``nn.Module``; guided methods on a
+    GELU or SiLU network, rollout on anything but a ViT)."""
+    out = {}
+    for name, cls in METHOD_CLASSES.items():
+        reason = cls.refusal(model)
+        if reason is not None:
+            out[name] = reason
+    return out

@@ -38,14 +38,15 @@ from viz.inputs import ensure_rgb, get_device_dtype, make_private_view
 from viz.methods.base import check_stop
 from viz.methods.gradcam import upsample
 from viz.methods.gradients import make_baseline
-from viz.methods.registry import METHOD_CLASSES
+from viz.methods.registry import METHOD_CLASSES, refused_methods
 from viz.targets import Target, resolve_target
 
 #: Masked images per forward pass.
 BATCH_SIZE = 32
 
-#: The methods :func:`score_methods` compares by default (every method that runs on any CNN).
-DEFAULT_METHODS = ("gradcam", "gradcam++", "guided-gradcam", "saliency", "integrated-gradients", "occlusion")
+#: The methods :func:`score_methods` compares by default, those of them that apply to the model
+#: (guided Grad-CAM needs a ReLU network, rollout a ViT).
+DEFAULT_METHODS = ("gradcam", "gradcam++", "guided-gradcam", "saliency", "integrated-gradients", "occlusion", "rollout")
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ def score_methods(
     loaded: LoadedModel,
     image,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     layer: str | None = None,
     target: int | str | None = None,
     steps: int = 32,
@@ -278,7 +279,8 @@ def score_methods(
 ) -> list[Faithfulness]:
     """Every method in ``methods`` on the same image and class (the first method's top-1 unless ``target``), scored.
 
-    One method at a time through the shared work queue, as :func:`rank_methods` (of which this is one model).
+    ``None``: the :data:`DEFAULT_METHODS` that apply to this model. One method at a time through the shared
+    work queue, as :func:`rank_methods` (of which this is one model).
     """
     return rank_methods(
         [loaded], image, methods=methods, layer=layer, target=target, steps=steps, seed=seed,
@@ -290,7 +292,7 @@ def rank_methods(
     models: Sequence[LoadedModel],
     image,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     layer: str | None = None,
     target: int | str | None = None,
     steps: int = 32,
@@ -308,14 +310,23 @@ def rank_methods(
     with measurements and sanity checks; None: no queue), so visitors who rank at the same time take turns unit by
     unit. ``should_stop()`` is checked while waiting for a turn, between units and inside each
     (:class:`CancelledError`): the work stops with the visitor. ``progress(done, total, message)`` after each unit.
+    ``methods=None``: per model, the :data:`DEFAULT_METHODS` that apply to it (guided methods refuse GELU networks,
+    rollout all but ViTs).
     """
     _check_steps(steps, batch_size)
     img = ensure_rgb(image)
-    total = len(models) * len(methods)
-    out: list[Faithfulness] = []
+    plans = []
     for loaded in models:
+        if methods is None:
+            refused = refused_methods(loaded.model)
+            plans.append((loaded, [m for m in DEFAULT_METHODS if m not in refused]))
+        else:
+            plans.append((loaded, list(methods)))
+    total = sum(len(m) for _, m in plans)
+    out: list[Faithfulness] = []
+    for loaded, chosen in plans:
         index = None
-        for method in methods:
+        for method in chosen:
             with queue.turn(should_stop, what="ranking methods") if queue is not None else contextlib.nullcontext():
                 check_stop(should_stop)
                 if index is None:

@@ -12,7 +12,8 @@ re-initialised blocks get their own new tensors, so the cached model — shared 
 every session — is never written to. A block is a child module that holds
 parameters, found by walking into plain containers (``nn.Sequential``,
 ``nn.ModuleList``, ``nn.ModuleDict``): ``fc``, ``layer4.1``, ... for a ResNet;
-``classifier``, ``bn2``, ``conv_head``, ``blocks.6.0``, ... for EfficientNet.
+``classifier``, ``bn2``, ``conv_head``, ``blocks.6.0``, ... for EfficientNet;
+``heads.head``, ``encoder.ln``, ``encoder.layers.encoder_layer_11``, ... for a ViT.
 Blocks are re-initialised with their own ``reset_parameters`` (PyTorch's default
 initialisation; BatchNorm back to identity statistics), seeded, on the CPU so the
 result does not depend on the device.
@@ -42,6 +43,9 @@ from viz.quality.similarity import spearman, ssim
 from viz.targets import Target
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# Modules walked into like containers: torchvision ViT's encoder holds all twelve blocks, which are the steps
+# users expect (its position embedding is then not re-initialised).
+_WALK_INTO = frozenset({"Encoder"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +81,7 @@ def _blocks(module: nn.Module, prefix: str) -> Iterator[str]:
         full = f"{prefix}.{name}" if prefix else name
         if next(child.parameters(), None) is None:
             continue
-        if type(child) in _CONTAINERS:
+        if type(child) in _CONTAINERS or type(child).__name__ in _WALK_INTO:
             yield from _blocks(child, full)
         else:
             yield full
