@@ -11,8 +11,8 @@ Measures, in one run (wall clock, worker start-up included):
    first into an empty feature cache, then again. Target: >= 20x faster.
 3. **probes**: the linear probe with its C search and LogME on 10,000 x 2,048 synthetic float16 features,
    100 classes. Targets: <= 30 s and <= 10 s on 2 cores.
-4. **memory**: peak RSS of a fresh process extracting ``--rss-sizes`` generated images with a small
-   untrained model, minus its RSS before extracting. Target: does not grow with the number of images.
+4. **memory**: peak RSS (Linux ``VmHWM``, reset just before) of a fresh process extracting
+   ``--rss-sizes`` generated images with a small untrained model, minus its RSS before extracting. Target: does not grow with the number of images.
 
     python benchmarks/transfer_speed.py                       # CPU, small sizes
     python benchmarks/transfer_speed.py --per-class 100 --rss-sizes 2000 10000 --device cuda --workers 8
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -136,17 +135,25 @@ def _write_generated(root: Path, n: int) -> Path:
     return root
 
 
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"/proc/self/status has no {field} (Linux only)")
+
+
 def rss_child(n: int, folder: str, model: str, batch_size: int, workers: int) -> None:
-    """In a fresh process: RSS before and at the peak of extracting ``n`` generated images."""
+    """In a fresh process: RSS just before extracting ``n`` generated images, and the peak while extracting
+    (Linux's high-water mark, reset first by writing 5 to /proc/self/clear_refs)."""
     root = _write_generated(Path(folder) / "images", n)
     ds = read_dataset(root)
     loaded = load_model(model, weights="none", device="cpu")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
     fs = extract_features(ds, loaded, batch_size=batch_size, workers=workers, cache_dir=Path(folder) / "cache")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"images": fs.n, "feature_mib": fs.n * fs.feature_dim * 2 / 2**20,
-                      "rss_before_mib": before / 1024, "rss_peak_mib": peak / 1024,
-                      "growth_mib": (peak - before) / 1024}))
+    peak = _status_mib("VmHWM")
+    print(json.dumps({"images": fs.n, "feature_mib": fs.n * fs.feature_dim * 2 / 2**20, "rss_before_mib": before,
+                      "rss_peak_mib": peak, "growth_mib": peak - before}))
 
 
 def memory(args) -> list[dict]:
