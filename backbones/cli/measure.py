@@ -145,6 +145,10 @@ def _summary(row) -> str:
             f"median {p['median_ms']:.2f} ms (p10 {p.get('p10_ms') or 0:.2f}, p90 {p.get('p90_ms') or 0:.2f}), "
             f"{p.get('runs')} runs"
         )
+    if row.kind == "transfer" and isinstance(p.get("top1"), (int, float)):
+        knn = f", k-NN {p['knn_top1'] * 100:.1f}%" if isinstance(p.get("knn_top1"), (int, float)) else ""
+        logme = f", LogME {p['logme']:.3f}" if isinstance(p.get("logme"), (int, float)) else ""
+        return f"{p.get('dataset')}: linear probe top-1 {p['top1'] * 100:.1f}%{knn}{logme}"[:100]
     scalars = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()
                if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     return ", ".join(scalars[:5])[:100]

@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DATASET",
                    help="folder with one sub-folder per class (train/ val/ test/ sub-folders are used as splits), "
                         f"a .zip of such folders, a CSV of path,label rows, or {TRANSFER_SAMPLE_NAME} (built in)")
-    p.add_argument("--models", "-m", nargs="+", required=True, metavar="M", help="catalog names to rank; NAME@WEIGHTS picks weights per model (efficientnet_lite0@none: untrained)")
+    p.add_argument("--models", "-m", nargs="+", default=None, metavar="M", help="catalog names to rank; NAME@WEIGHTS picks weights per model (efficientnet_lite0@none: untrained)")
     p.add_argument("--weights", default="default", help="weights of every model: 'default' or 'none' (untrained)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="rank your own checkpoint (its architecture from --models M, or from the file's metadata)")
     p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, any of {','.join(PROBES)} (default all)")
     p.add_argument("--device", default="auto", help="auto (default: the GPU when PyTorch sees one), cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -60,13 +62,16 @@ def _probe_folder(root: Path, model: str) -> Path:
 def cmd_transfer(args) -> int:
     """Under ``torchrun`` every process extracts its share of the features; rank 0 alone prints, stores and saves."""
     from backbones.data.distributed import process_group
+    from backbones.errors import BackboneError
     from backbones.transfer.ranking import rank_backbones, save_probe
 
+    if args.checkpoint is None and not args.models:
+        raise BackboneError("give the backbones to rank with --models A B ... (or one --checkpoint)")
+    if args.checkpoint is not None and args.models and len(args.models) > 1:
+        raise BackboneError("--checkpoint goes with one architecture: --models M --checkpoint FILE")
     dataset = read_transfer_dataset(args.dataset)  # before any model: a wrong path fails fast
     probes = [p for p in args.probes.split(",")]
     if args.save_probe and "linear" not in [p.strip().lower() for p in probes]:
-        from backbones.errors import BackboneError
-
         raise BackboneError("--save-probe saves the linear probe: include linear in --probes")
     store = None
     with process_group(args.device) as (device, launch):
@@ -77,9 +82,14 @@ def cmd_transfer(args) -> int:
             store = ResultsStore(keep_locally=True)
         from backbones.cli.measure import warnings_on_stderr
 
+        models = args.models
+        if args.checkpoint is not None:
+            from backbones.zoo.models import load_model
+
+            models = [load_model(args.models[0] if args.models else None, checkpoint=args.checkpoint, device=device)]
         with warnings_on_stderr():  # a results server that is down: kept locally, with a warning line
             report = rank_backbones(
-                dataset, args.models, probes=probes, weights=args.weights, device=device,
+                dataset, models, probes=probes, weights=args.weights, device=device,
                 batch_size=args.batch_size, workers=args.workers, amp=args.amp, store=store,
                 save=main and not args.no_store, progress=ProgressPrinter(enabled=main),
             )

@@ -27,6 +27,7 @@ from backbones.inference.images import IMAGE_EXTENSIONS
 #: Header names recognised in a CSV's first row.
 _PATH_HEADERS = {"path", "paths", "file", "files", "filename", "file_name", "filepath", "file_path", "image",
                  "images", "img", "image_path", "image_name", "image_file", "name", "fname", "location"}
+_SPLIT_HEADERS = {"split", "subset", "set", "fold", "partition", "phase"}
 _LABEL_HEADERS = {"label", "labels", "class", "classes", "class_name", "classname", "category", "target", "y",
                   "class_id", "label_id", "class_index", "label_index", "species"}
 
@@ -208,16 +209,20 @@ def _read_csv(path: Path) -> Dataset:
     except csv.Error as exc:
         raise DatasetError(f"{path.name}: line {reader.line_num}: {exc}") from exc
     columns = (0, 1)
+    split_col = None
     if rows:
         header = _detect_header(rows[0][1], base)
         if header is not None:
             columns = header
+            # A third column named split/subset holds train/val/test, as split folders would.
+            split_col = next((i for i, c in enumerate(rows[0][1]) if _norm_header(c) in _SPLIT_HEADERS
+                              and i not in header), None)
             rows = rows[1:]
     if not rows:
         raise DatasetError(f"{path.name}: no path,label rows")
     path_col, label_col = columns
     skipped: list[Skipped] = []
-    parsed: list[tuple[Path, str]] = []
+    parsed: list[tuple[Path, str, str | None]] = []
     for line_no, row in rows:
         if len(row) <= max(path_col, label_col):
             skipped.append(Skipped(f"{path.name}:{line_no}", f"line {line_no}: expected path,label, got {len(row)} column(s)"))
@@ -230,20 +235,26 @@ def _read_csv(path: Path) -> Dataset:
         if number is not None and number < 0:
             skipped.append(Skipped(f"{path.name}:{line_no}", f"line {line_no}: negative class index"))
             continue
+        split = None
+        if split_col is not None:
+            split = SPLIT_FOLDERS.get(row[split_col].strip().lower()) if split_col < len(row) else None
+            if split is None:
+                skipped.append(Skipped(f"{path.name}:{line_no}", f"line {line_no}: the split must be train, val or test"))
+                continue
         # Seed notes write Windows paths (animals\cat\1.jpg); read them on any system.
         file_path = Path(file_cell.replace("\\", "/")) if os.sep == "/" else Path(file_cell)
-        parsed.append((file_path if file_path.is_absolute() else base / file_path, label_cell))
+        parsed.append((file_path if file_path.is_absolute() else base / file_path, label_cell, split))
     if not parsed:
         first = skipped[0].reason if skipped else "no rows"
         raise DatasetError(f"{path.name}: no valid path,label rows ({first})")
     # Integer labels only when every label is one: "0" among names is a name.
-    as_int = all(_parse_int(label) is not None for _, label in parsed)
+    as_int = all(_parse_int(label) is not None for _, label, _ in parsed)
     samples: list[Sample] = []
     missing: list[Skipped] = []
-    for file_path, label in parsed:
+    for file_path, label, split in parsed:
         value: str | int = _parse_int(label) if as_int else label  # type: ignore[assignment]
         if file_path.is_file():
-            samples.append(Sample(str(file_path), value))
+            samples.append(Sample(str(file_path), value, split))
         else:
             missing.append(Skipped(str(file_path), "no such file"))
     if not samples:
@@ -262,7 +273,8 @@ def read_dataset(path: str | os.PathLike, *, name: str | None = None) -> Dataset
     ``train/`` (and ``val/``/``valid/``, ``test/``), each with one sub-folder per
     class, gives samples tagged with their :attr:`Sample.split`. CSV: a header row is optional
     (recognised by names such as ``path``/``file``/``image`` and
-    ``label``/``class``); labels are all integers (class indices) or else class
+    ``label``/``class``; a ``split`` column of train/val/test gives each sample its
+    :attr:`Sample.split`); labels are all integers (class indices) or else class
     names; relative paths are resolved against the CSV's folder. Malformed rows
     and missing files are recorded in ``Dataset.skipped``.
 

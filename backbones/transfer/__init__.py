@@ -14,11 +14,21 @@ import importlib
 
 _EXPORTS = {
     "FeatureSet": "features",
-    "PreLogits": "features",
     "SPLIT_CODES": "features",
-    "classifier_name": "features",
     "extract_features": "features",
-    "pre_logit_module": "features",
+    "PreLogits": "prelogits",
+    "classifier_name": "prelogits",
+    "pre_logit_module": "prelogits",
+    "LinearProbe": "probes",
+    "assign_splits": "probes",
+    "fit_knn_probe": "probes",
+    "fit_linear_probe": "probes",
+    "logme": "logme",
+    "TransferReport": "ranking",
+    "TransferRow": "ranking",
+    "rank_backbones": "ranking",
+    "save_probe": "ranking",
+    "save_transfer": "ranking",
 }
 
 __all__ = sorted(_EXPORTS)

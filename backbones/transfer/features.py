@@ -329,8 +329,8 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
     from backbones.data.loading import autocast_for, default_workers, make_loader, to_model_input
     from backbones.paths import building_folder, folder_quota_bytes, prune_least_recently_used
 
-    started = time.perf_counter()
     loaded = _load(source, device)
+    started = time.perf_counter()  # after loading: a first download is not the extraction's speed
     autocast = autocast_for(device, amp)
     channels_last = device.type == "cuda"
     extractor = pre_logit_module(loaded)
@@ -399,8 +399,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
                 first = unreadable[-1].reason if unreadable else "no images"
                 raise DatasetError(f"{dataset.name}: no image could be read ({first})")
             elapsed = time.perf_counter() - started
-            images_per_s = len(kept) + len(unreadable)
-            images_per_s = images_per_s / elapsed if elapsed > 0 else float("nan")
+            images_per_s = (len(kept) + len(unreadable)) / elapsed if elapsed > 0 else float("nan")
             if not writer:
                 raise _NotTheWriter
             rows.finish()
@@ -419,10 +418,8 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
             (tmp / "meta.json").write_text(json.dumps(meta))
     except _NotTheWriter:
         pass
-    except FileExistsError:
-        pass  # another process finished the same entry first: use it
     except OSError as exc:
-        if not (folder / "meta.json").is_file():
+        if not (folder / "meta.json").is_file():  # else another process renamed the same entry first: use it
             raise _disk_error(exc, root) from exc
     finally:
         if rows is not None:

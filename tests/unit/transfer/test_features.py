@@ -140,3 +140,15 @@ def test_torchrun_two_processes_give_the_single_process_features(dataset_dir, tm
     np.testing.assert_allclose(out["features"].astype(np.float32), np.asarray(single.features, np.float32),
                                atol=2e-3, rtol=0)
     assert len(_entries(tmp_path / "parallel")) == 1  # one writer on this machine
+
+
+def test_a_csv_split_column_gives_the_splits(dataset_dir, tmp_path):
+    rows = ["file,class,split", "daisy/00000.jpg,daisy,train", "palace/00000.jpg,palace,Train",
+            "daisy/00001.jpg,daisy,valid", "palace/00001.jpg,palace,test", "daisy/00002.jpg,daisy,holdout"]
+    (dataset_dir / "list.csv").write_text("\n".join(rows) + "\n")
+    try:
+        ds = read_dataset(dataset_dir / "list.csv")
+    finally:
+        (dataset_dir / "list.csv").unlink()
+    assert [s.split for s in ds.samples] == ["train", "train", "val", "test"]
+    assert [s.reason for s in ds.skipped] == ["line 6: the split must be train, val or test"]

@@ -68,3 +68,14 @@ def test_informative_features_score_higher_than_shuffled_labels():
 def test_one_class_is_refused():
     with pytest.raises(DatasetError, match="at least two classes"):
         logme(np.ones((4, 3)), np.zeros(4, int))
+
+
+def test_the_float32_eigendecomposition_of_wide_features_gives_the_float64_score(monkeypatch):
+    import backbones.transfer.logme as module
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 150)
+    f = rng.normal(size=(4, 600))[labels] + rng.normal(size=(600, 600))
+    fast = logme(f, labels)  # 600 > 512: float32; square and ill-conditioned, the hardest case for it
+    monkeypatch.setattr(module, "_FLOAT32_FROM", 10**9)
+    assert fast == pytest.approx(logme(f, labels), rel=1e-4)
