@@ -529,7 +529,7 @@ def transfer_sample():
     from backbones.data.datasets import read_dataset
     from backbones.data.sample import transfer_sample_dataset
 
-    return read_dataset(transfer_sample_dataset(), name="built-in transfer sample")
+    return read_dataset(transfer_sample_dataset(), name="sample-transfer")  # the CLI's name for it
 
 
 @st.cache_data(show_spinner="Ranking the backbones on the built-in sample…", max_entries=16)

@@ -159,6 +159,17 @@ def compare_commands(models: Sequence[tuple[str, str | None]], *, device: str, b
     return lines
 
 
+def transfer_commands(dataset: str, models: Sequence[str], *, probes: Sequence[str]) -> list:
+    """The Transfer pack's lines: the ranking the page showed (``dataset`` as the CLI names it, or a file the
+    reader of the pack replaces: an uploaded zip's path is the visitor's, not the server's)."""
+    lines: list = []
+    if dataset != "sample-transfer":
+        lines.append(f"replace {dataset} with the path of the folder, zip or CSV it came from")
+    lines.append(["python", "-m", "backbones", "transfer", dataset, "--models", *models, "--probes", ",".join(probes),
+                  "--json"])
+    return lines
+
+
 def explain_commands(image: str, model: tuple[str, str | None], *, method: str, layer: str | None,
                      target: int) -> list:
     """The Explain pack's lines: the overlay, its faithfulness scores and the top-5 of one model."""

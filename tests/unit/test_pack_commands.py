@@ -22,7 +22,7 @@ import pytest
 
 from backbones.shell import format_command, is_script_safe
 from tests.corpus import SHELL_QUOTABLE_NAMES, SHELL_UNWRITABLE_NAMES
-from viz.pack import build_pack, compare_commands, explain_commands, predict_commands
+from viz.pack import build_pack, compare_commands, explain_commands, predict_commands, transfer_commands
 
 # Each would create MARKER (in the folder the script runs in) if the shell read it as code.
 QUOTABLE = list(SHELL_QUOTABLE_NAMES)
@@ -84,6 +84,7 @@ def test_dashboard_packs_run_nothing_a_name_says(tmp_path, image):
         "predict": predict_commands([image, NAMES[0]], models, topk=5),
         "compare": compare_commands(models, device="cpu", batch_size=1, threads=2),
         "explain": explain_commands(image, models[3], method="gradcam", layer="layer4.1", target=7),
+        "transfer": transfer_commands(image, NAMES, probes=("linear", "knn")),  # a dataset named like the photo
     }
     for page, commands in packs.items():
         settings_in = {"models": [m for m, _ in models], "images": [image]}
