@@ -79,14 +79,20 @@ def render_device_picker(slot) -> None:
     """The sidebar's device picker, drawn into ``slot`` (from :func:`render_sidebar`)."""
     send_before_torch()
     with slot:
-        device_options = [d["name"] for d in caches.devices()]
-        labels = {d["name"]: d["label"] for d in caches.devices()}
+        devices = caches.devices()
+        device_options = [d["name"] for d in devices]
+        # Option labels must not change between reruns: Streamlit matches the browser's choice by its label, and
+        # one that no longer matches (free memory moved) became the session's device as text.
+        labels = {d["name"]: f"{d['name']} ({d['description']})" for d in devices}
         device_key = "device_picker"
         state.sync_device_picker(device_key, device_options)
-        st.selectbox(
+        chosen = st.selectbox(
             t("sidebar.device"), device_options, key=device_key, format_func=labels.get,
-            on_change=state.store_device, args=(device_key,), help=t("sidebar.device_help"),
+            on_change=state.store_device, args=(device_key, device_options), help=t("sidebar.device_help"),
         )
+        current = next((d for d in devices if d["name"] == chosen), None)
+        if current is not None and current["label"] != labels[chosen]:
+            st.caption(current["label"])
 
 
 def weights_badge(option: str, row: dict | None) -> str:

@@ -293,9 +293,11 @@ def device() -> str:
     return st.session_state[DEVICE]
 
 
-def store_device(key: str) -> None:
-    """The device picker's on_change."""
-    st.session_state[DEVICE] = st.session_state[key]
+def store_device(key: str, options: list[str] | None = None) -> None:
+    """The device picker's on_change: only a device that exists becomes the session's."""
+    value = st.session_state[key]
+    if options is None or value in options:
+        st.session_state[DEVICE] = value
 
 
 def sync_device_picker(key: str, options: list[str]) -> None:

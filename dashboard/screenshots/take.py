@@ -25,21 +25,33 @@ OUT = Path(__file__).resolve().parent
 VIEWPORT = {"width": 1440, "height": 900}
 # (file name, URL path, text that shows the page has finished its first screen)
 PAGES = [
-    ("compare", "compare?models=efficientnet_lite0,resnet50,mobilenet_v3_large,timm:rexnet_100,convnext_tiny", "Accuracy vs cost"),
+    ("compare", "compare", "Accuracy vs cost"),  # a first visit: the classic comparison of the curated backbones
     ("architecture", "architecture?models=alexnet", "Step through the layers"),
     ("predict", "predict", "What the model saw"),
     ("explain", "explain", "Deletion AUC"),
     ("evaluate", "evaluate", "Confusion"),
+    ("transfer", "transfer", "Scores on"),
+    ("architecture-erf", "architecture?models=resnet50", "Step through the layers"),
     ("training", "training", "Overfitting gap"),
     ("models", "models", "Download weights for"),
     ("explain-zh", "explain?lang=zh", "AUC"),
 ]
 
 
-def shoot(page, url: str, ready_text: str, path: Path, *, scroll: int = 0, timeout_s: float = 300) -> None:
+#: Pages whose screenshot shows the result of a button: (button label, text that shows the result).
+CLICKS = {"architecture-erf": ("Measure ERF", "ERF map of layer")}
+
+
+def shoot(page, url: str, ready_text: str, path: Path, *, scroll: int = 0, timeout_s: float = 300,
+          click: tuple[str, str] | None = None) -> None:
     page.goto(url)
     page.get_by_text(ready_text).first.wait_for(timeout=timeout_s * 1000)
     time.sleep(8.0)  # tables and charts finish drawing
+    if click:
+        page.get_by_role("button", name=click[0]).first.click()
+        page.get_by_text(click[1]).first.wait_for(timeout=timeout_s * 1000)
+        page.get_by_text(click[1]).first.scroll_into_view_if_needed()
+        time.sleep(6.0)
     if scroll:
         page.mouse.move(900, 500)
         page.mouse.wheel(0, scroll)
@@ -100,7 +112,8 @@ def main() -> int:
             for name, path, ready in PAGES:
                 if args.only and name not in args.only:
                     continue
-                shoot(page, f"{url}/{path}", ready, OUT / f"{name}.png", scroll={"explain": 450, "evaluate": 450, "training": 1100}.get(name, 0))
+                shoot(page, f"{url}/{path}", ready, OUT / f"{name}.png", click=CLICKS.get(name),
+                      scroll={"explain": 450, "evaluate": 450, "training": 1100, "transfer": 350}.get(name, 0))
             if not args.only or "download" in args.only:
                 download_screenshot(browser, tmp)
             browser.close()

@@ -163,7 +163,7 @@ with controls:
         except BackboneError as exc:
             components.show_error(exc)
         else:
-            progress.progress(1.0, text=t("compare.done"))
+            progress.empty()  # the flash below says it once, after the rerun
             caches.comparison.clear()
             state.flash(t("compare.done"))
             st.rerun()  # the table above now shows what was measured

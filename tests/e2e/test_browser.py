@@ -17,6 +17,7 @@ PAGES = [
     ("explain", "Explain predictions"),
     ("evaluate", "Evaluate on your images"),
     ("training", "Training runs"),
+    ("transfer", "Which backbone for my data"),
     ("models", "Models"),
 ]
 
