@@ -512,7 +512,7 @@ STRINGS = {
     "transfer.chart.imagenet_title": "ImageNet top-1 vs {y}",
     "transfer.chart.imagenet_axis": "ImageNet top-1 (%, published)",
     "transfer.chart.rho": "Spearman ρ = {rho}",
-    "transfer.chart.rho_na": "rank correlation needs 3 backbones with both",
+    "transfer.chart.rho_na": "rank correlation undefined: fewer than 3 backbones with both, or tied scores",
     "transfer.chart.per_class": "Per-class linear-probe accuracy of the best backbone, {model}",
     "transfer.chart.per_class_axis": "test top-1 (%)",
     "transfer.save_title": "Save a probe as a checkpoint (no fine-tuning; listed on every page)",

@@ -487,7 +487,7 @@ STRINGS = {
     "transfer.chart.imagenet_title": "ImageNet top-1 与 {y}",
     "transfer.chart.imagenet_axis": "ImageNet top-1（%，公开数据）",
     "transfer.chart.rho": "Spearman ρ = {rho}",
-    "transfer.chart.rho_na": "秩相关需要至少 3 个同时具有两项数值的骨干网络",
+    "transfer.chart.rho_na": "秩相关无定义：同时具有两项数值的骨干网络少于 3 个，或得分全部相同",
     "transfer.chart.per_class": "最佳骨干网络 {model} 的各类线性探针准确率",
     "transfer.chart.per_class_axis": "测试 top-1（%）",
     "transfer.save_title": "把探针保存为检查点（无需微调；会出现在每个页面上）",

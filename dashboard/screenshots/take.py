@@ -52,6 +52,9 @@ def shoot(page, url: str, ready_text: str, path: Path, *, scroll: int = 0, timeo
         page.get_by_text(click[1]).first.wait_for(timeout=timeout_s * 1000)
         page.get_by_text(click[1]).first.scroll_into_view_if_needed()
         time.sleep(6.0)
+        page.mouse.move(900, 500)
+        page.mouse.wheel(0, 520)  # the map under the table
+        time.sleep(1.0)
     if scroll:
         page.mouse.move(900, 500)
         page.mouse.wheel(0, scroll)
@@ -113,7 +116,7 @@ def main() -> int:
                 if args.only and name not in args.only:
                     continue
                 shoot(page, f"{url}/{path}", ready, OUT / f"{name}.png", click=CLICKS.get(name),
-                      scroll={"explain": 450, "evaluate": 450, "training": 1100, "transfer": 350}.get(name, 0))
+                      scroll={"explain": 450, "evaluate": 450, "training": 1100, "transfer": 420}.get(name, 0))
             if not args.only or "download" in args.only:
                 download_screenshot(browser, tmp)
             browser.close()

@@ -75,10 +75,10 @@ def pareto_chart(report, x: str, y: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=[a for a, _ in on_front], y=[b for _, b in on_front], mode="lines",
                                  name=t("transfer.chart.front"), line=dict(dash="dot", color="#dc2626")))
     missing = [n for n, a, b in zip(names, xs, ys) if a is None or b is None]
-    title = t("transfer.chart.pareto_title", y=score_label(y), x=t(f"transfer.x.{x}"))
-    if missing:
-        title += " · " + t("transfer.chart.left_out", names=", ".join(missing))
-    fig.update_layout(title=title, xaxis_title=t(f"transfer.x.{x}"), yaxis_title=score_label(y), height=420,
+    if missing:  # said under the chart: a title that long is cut off
+        fig.add_annotation(text=t("transfer.chart.left_out", names=", ".join(missing)), xref="paper", yref="paper",
+                           x=0, y=-0.22, showarrow=False, xanchor="left", font=dict(size=11))
+    fig.update_layout(title=t("transfer.chart.pareto_title", y=score_label(y), x=t(f"transfer.x.{x}")), xaxis_title=t(f"transfer.x.{x}"), yaxis_title=score_label(y), height=420,
                       xaxis_type="log" if x in ("latency_ms", "macs") else "linear")
     return fig
 
@@ -91,7 +91,9 @@ def imagenet_chart(report, y: str) -> go.Figure:
                                mode="markers+text", textposition="top center", marker=dict(size=12, color="#059669")))
     rho = report.rank_correlation(y)
     rho_text = t("transfer.chart.rho", rho=f"{rho:+.2f}") if rho is not None else t("transfer.chart.rho_na")
-    fig.update_layout(title=t("transfer.chart.imagenet_title", y=score_label(y)) + " · " + rho_text,
+    fig.add_annotation(text=rho_text, xref="paper", yref="paper", x=0, y=1.02, showarrow=False, xanchor="left",
+                       yanchor="bottom", font=dict(size=12))
+    fig.update_layout(title=t("transfer.chart.imagenet_title", y=score_label(y)),
                       xaxis_title=t("transfer.chart.imagenet_axis"), yaxis_title=score_label(y), height=420)
     return fig
 
@@ -236,7 +238,9 @@ def page() -> None:
     st.caption(t("transfer.table_note"))
     c1, c2 = st.columns(2)
     y = c1.selectbox(t("transfer.y"), [s for s in SCORES if s in report.probes], key="tr_y", format_func=score_label)
-    x = c2.selectbox(t("transfer.x"), list(X_AXES), key="tr_x", format_func=lambda v: t(f"transfer.x.{v}"))
+    # Latency exists only once Compare has measured it here: until then the cost axis opens on MACs.
+    axes = list(X_AXES) if any(r.latency_ms is not None for r in report.rows) else ["macs", "feature_dim", "latency_ms"]
+    x = c2.selectbox(t("transfer.x"), axes, key="tr_x", format_func=lambda v: t(f"transfer.x.{v}"))
     left, right = st.columns(2)
     with left:
         components.plot(pareto_chart(report, x, y), key="tr_pareto")
