@@ -34,7 +34,7 @@ def catalog_entries():
 @st.cache_data(show_spinner=False, ttl=30)
 def catalog_rows(names: tuple[str, ...] | None = None) -> list[dict]:
     """The ``python -m backbones list --json`` rows (weights status re-read every 30 s)."""
-    from backbones.zoo.weights import catalog_rows as rows_for
+    from backbones.zoo.listing import catalog_rows as rows_for
 
     entries = catalog_entries() if names is None else [get_entry(n) for n in names]
     return rows_for(entries)

@@ -66,7 +66,7 @@ def cmd_list(args) -> int:
     from backbones.zoo.catalog import list_models
 
     entries = list_models(include=args.include, default_only=not (args.all or args.include))
-    from backbones.zoo.weights import catalog_rows
+    from backbones.zoo.listing import catalog_rows
 
     rows = catalog_rows(entries)
     if args.json:
