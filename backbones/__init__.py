@@ -8,8 +8,6 @@ needs neither.
 
 from __future__ import annotations
 
-import importlib
-
 from backbones.errors import (
     BackboneError,
     CheckpointError,
@@ -19,6 +17,7 @@ from backbones.errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
+from backbones.lazy import lazy_exports
 
 #: Public name -> the module that defines it (imported when the name is first used).
 _EXPORTS = {
@@ -61,14 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -81,6 +81,15 @@ class ActivationLayout:
         return {"kind": self.kind, "grid": list(self.grid), "channels": self.channels, "prefix": self.prefix}
 
 
+def first_tensor(out) -> torch.Tensor | None:
+    """A module's output as one tensor: itself, or the first of a tuple/list (None when there is none)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
 def _fits(h: int, w: int, height: int, width: int) -> bool:
     """Whether an ``h x w`` grid is the input ``height x width`` downsampled by one stride (rounding either way)."""
     if not (1 <= h <= height and 1 <= w <= width):

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from backbones.errors import LayerError
-from backbones.layouts import ActivationLayout, detect_layout, patch_size_of
+from backbones.layouts import ActivationLayout, detect_layout, first_tensor, patch_size_of
 from backbones.private_view import private_view
 
 #: Default layers that a generic rule would get wrong or that users know by name.
@@ -136,12 +136,6 @@ def _model_of(target) -> nn.Module:
     return target.model if hasattr(target, "model") and isinstance(target.model, nn.Module) else target
 
 
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    return None
 
 
 def describe_layers(target, *, input_size: Sequence[int] | None = None) -> tuple[LayerInfo, ...]:
@@ -163,7 +157,7 @@ def describe_layers(target, *, input_size: Sequence[int] | None = None) -> tuple
     counter = [0]
 
     def hook(module, _inputs, output):
-        tensor = _first_tensor(output)
+        tensor = first_tensor(output)
         counter[0] += 1
         name = names[id(module)]
         seen[name] = (None if tensor is None else tuple(tensor.shape[1:]), counter[0])

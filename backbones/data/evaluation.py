@@ -280,7 +280,7 @@ def evaluate_dataset(
     import torch
 
     from backbones.data.distributed import current_shard, gather_to_all
-    from backbones.data.loading import autocast_for, check_loader_options, default_workers, make_loader, to_model_input
+    from backbones.data.loading import autocast_for, check_loader_options, shard_loader, to_model_input
 
     check_loader_options(batch_size, workers)
     device = loaded.device
@@ -308,13 +308,8 @@ def evaluate_dataset(
     rank, world = current_shard()
     total = len(range(rank, len(todo), world))
     k = min(5, len(categories))
-    if workers is None:
-        workers = default_workers() if total > batch_size else 0
-    loader = make_loader(todo, loaded.preprocessing, batch_size=batch_size, workers=workers,
-                         pin_memory=device.type == "cuda", rank=rank, world=world)
-    if channels_last:
-        with loaded.lock:
-            loaded.model.to(memory_format=torch.channels_last)
+    loader = shard_loader(todo, loaded, device, batch_size=batch_size, workers=workers,
+                          channels_last=channels_last, rank=rank, world=world)
     outcomes: list[tuple[int, tuple[tuple[int, ...], tuple[float, ...]] | str]] = []
     done = 0
     if progress:

@@ -126,6 +126,24 @@ def make_loader(
     )
 
 
+def shard_loader(samples: Sequence[Sample], loaded, device: torch.device, *, batch_size: int, workers: int | None,
+                 channels_last: bool, rank: int = 0, world: int = 1) -> DataLoader:
+    """This process's batches of ``samples`` for the :class:`~backbones.zoo.models.LoadedModel` ``loaded`` on
+    ``device`` (what Evaluate and feature extraction share).
+
+    ``workers=None`` picks :func:`default_workers` unless the shard is a batch or less (worker start-up would
+    cost more than it saves); memory is pinned for cuda; ``channels_last`` switches the model to that memory
+    format, under its lock.
+    """
+    if workers is None:
+        workers = default_workers() if len(range(rank, len(samples), world)) > batch_size else 0
+    if channels_last:
+        with loaded.lock:
+            loaded.model.to(memory_format=torch.channels_last)
+    return make_loader(samples, loaded.preprocessing, batch_size=batch_size, workers=workers,
+                       pin_memory=device.type == "cuda", rank=rank, world=world)
+
+
 def check_loader_options(batch_size, workers) -> None:
     """Refuse a batch size below 1 or a negative / non-integer worker count (one-line DatasetError)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

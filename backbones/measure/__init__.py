@@ -26,7 +26,7 @@ Units are named in every field: ``_ms`` milliseconds, ``_ips`` images per second
 
 from __future__ import annotations
 
-import importlib
+from backbones.lazy import lazy_exports
 
 #: Public name -> the module of this package that defines it.
 _EXPORTS = {
@@ -69,17 +69,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    # Imported on first use rather than here, so that `python -m backbones.measure.compute` runs that
-    # module once (as __main__, not also as an already imported submodule) and `import backbones.measure`
-    # stays cheap for callers that only need one measurement.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# Imported on first use rather than here, so that `python -m backbones.measure.compute` runs that module once
+# (as __main__, not also as an already imported submodule) and `import backbones.measure` stays cheap for callers
+# that only need one measurement.
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -45,7 +45,7 @@ from torch import nn
 
 from backbones.callbacks import ProgressFn, StopFn
 from backbones.errors import BackboneError, CancelledError, LayerError, WeightsUnavailableError
-from backbones.layouts import ActivationLayout, detect_layout, patch_size_of
+from backbones.layouts import ActivationLayout, detect_layout, first_tensor, patch_size_of
 from backbones.private_view import private_view
 
 #: Share of the gradient mass the reported square and disc hold.
@@ -214,12 +214,6 @@ def make_inputs(preprocessing, input_size: tuple[int, int, int], images: int, *,
     return torch.stack(tensors), "photos"
 
 
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    return None
 
 
 def _keep_outputs(
@@ -237,7 +231,7 @@ def _keep_outputs(
 
     def make_hook(name):
         def hook(_module, _inputs, output):
-            first = _first_tensor(output)
+            first = first_tensor(output)
             if first is None or name in kept:
                 return None
             if id(first) in passed_on and passed_on[id(first)][0] is first:
@@ -303,7 +297,7 @@ def grid_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[tupl
 
     def hook(module, _inputs, output):
         name = names.get(id(module))
-        first = _first_tensor(output)
+        first = first_tensor(output)
         if name is None or first is None or name in found:
             return
         layout = detect_layout(tuple(first.shape[1:]), hw, patch_size=patch)

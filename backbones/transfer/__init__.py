@@ -10,7 +10,7 @@ Names are imported on first use, so ``import backbones.transfer`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from backbones.lazy import lazy_exports
 
 _EXPORTS = {
     "FeatureSet": "features",
@@ -34,8 +34,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -326,7 +326,7 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
     import torch.distributed as dist
 
     from backbones.data.distributed import current_shard, gather_to_all, read_launch
-    from backbones.data.loading import autocast_for, default_workers, make_loader, to_model_input
+    from backbones.data.loading import autocast_for, shard_loader, to_model_input
     from backbones.paths import building_folder, folder_quota_bytes, prune_least_recently_used
 
     loaded = _load(source, device)
@@ -339,14 +339,8 @@ def _extract(dataset: Dataset, source: _Source, device: torch.device, amp: str |
     rank, world = current_shard()
     launch = read_launch() if world > 1 else None
     writer = launch is None or launch.local_rank == 0  # one copy per machine
-    shard = len(range(rank, n, world))
-    if workers is None:
-        workers = default_workers() if shard > batch_size else 0
-    loader = make_loader(samples, loaded.preprocessing, batch_size=batch_size, workers=workers,
-                         pin_memory=device.type == "cuda", rank=rank, world=world)
-    if channels_last:
-        with loaded.lock:
-            loaded.model.to(memory_format=torch.channels_last)
+    loader = shard_loader(samples, loaded, device, batch_size=batch_size, workers=workers,
+                          channels_last=channels_last, rank=rank, world=world)
     # Every process runs the same number of gather rounds, even when its shard has a batch fewer.
     rounds = math.ceil(math.ceil(n / world) / batch_size)
     class_index = {c: i for i, c in enumerate(dataset.classes)}
