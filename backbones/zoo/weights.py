@@ -244,17 +244,10 @@ class TorchvisionWeights(WeightsSource):
             raise CheckpointError(f"{path.name} does not load into {entry.arch} ({detail})") from exc
         return model.eval()
 
-    def write_cache_file(self, src: Path, state: dict[str, torch.Tensor], dest: str) -> None:
-        # The bytes stay the official file's (its hash keeps matching its name): they were read with
-        # read_torch_file, so a plain torch.load of them (torchvision's) runs nothing but tensor rebuilds.
-        from backbones.zoo.checkpoints import read_torch_file
-
-        read_torch_file(src)
-        shutil.copyfile(src, dest)
-
     def read_import(self, path: Path, *, label: str | None = None) -> dict[str, torch.Tensor]:
         # torchvision (and every script) reads this cache with a plain torch.load: only a torch file
-        # that the safe unpickler accepts may go there, never one that is also something else.
+        # that the safe unpickler accepts may go there, never one that is also something else. The base
+        # write_cache_file then copies these very bytes, so the official hash keeps matching the name.
         from backbones.zoo.checkpoints import read_torch_file
 
         return read_torch_file(path, label=label)
