@@ -14,6 +14,7 @@ from dashboard.caches import (
     comparison,
     guard_memory,
     loaded_model,
+    local_runs,
     results_store,
     saved_checkpoints,
     weights_rows,
@@ -272,12 +273,9 @@ def save_probe_checkpoint(row, dataset_name: str) -> str:
 
 
 def _saved_checkpoints_changed() -> None:
-    from dashboard import caches
-
-    for name in ("custom_models", "saved_checkpoints", "local_runs"):
-        cached = getattr(caches, name, None)
-        if hasattr(cached, "clear"):
-            cached.clear()
+    """A checkpoint (and, for a fine-tune, its run) was written: every picker and Training runs list it now."""
+    saved_checkpoints.clear()
+    local_runs.clear()
 
 
 def transfer_pack(report) -> bytes:

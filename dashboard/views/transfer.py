@@ -32,6 +32,11 @@ def pick_dataset(roots):
         return source, None
 
 
+def option_of(row) -> str:
+    """The picker option a row was ranked from: a checkpoint's row is named by its label (``custom:<label>``)."""
+    return f"{state.CUSTOM_PREFIX}{row.model}" if row.checkpoint else row.model
+
+
 def score_label(name: str) -> str:
     return t(f"transfer.score.{name}")
 
@@ -41,7 +46,7 @@ def report_table(report) -> pd.DataFrame:
     for r in report.rows:
         lin, knn = r.linear, r.knn
         rows.append({
-            t("transfer.col.model"): state.display_name(r.model),
+            t("transfer.col.model"): state.display_name(option_of(r)),
             t("transfer.col.weights"): r.weights,
             t("transfer.col.dim"): r.feature_dim,
             t("transfer.col.linear"): None if lin is None else 100 * lin.top1,
@@ -61,7 +66,7 @@ def report_table(report) -> pd.DataFrame:
 
 def pareto_chart(report, x: str, y: str) -> go.Figure:
     front = set(report.pareto_front(x, y))
-    names = [state.display_name(r.model) for r in report.rows]
+    names = [state.display_name(option_of(r)) for r in report.rows]
     xs = [getattr(r, x, None) for r in report.rows]
     ys = [report.score(r, y) for r in report.rows]
     scale = 1 if y == "logme" else 100
@@ -84,7 +89,7 @@ def pareto_chart(report, x: str, y: str) -> go.Figure:
 
 
 def imagenet_chart(report, y: str) -> go.Figure:
-    pairs = [(state.display_name(r.model), r.imagenet_top1, report.score(r, y)) for r in report.rows]
+    pairs = [(state.display_name(option_of(r)), r.imagenet_top1, report.score(r, y)) for r in report.rows]
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
     scale = 1 if y == "logme" else 100
     fig = go.Figure(go.Scatter(x=[p[1] for p in pairs], y=[p[2] * scale for p in pairs], text=[p[0] for p in pairs],
@@ -101,7 +106,7 @@ def imagenet_chart(report, y: str) -> go.Figure:
 def per_class_chart(row) -> go.Figure:
     items = sorted(row.per_class().items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[100 * v for _, v in items], y=[k for k, _ in items], orientation="h", marker_color="#2563eb"))
-    fig.update_layout(title=t("transfer.chart.per_class", model=state.display_name(row.model)),
+    fig.update_layout(title=t("transfer.chart.per_class", model=state.display_name(option_of(row))),
                       xaxis_title=t("transfer.chart.per_class_axis"), height=max(260, 28 * len(items) + 80))
     return fig
 
@@ -140,13 +145,14 @@ def rank_section(dataset, chosen, probes, batch_size):
 def finetune_section(report, dataset):
     st.subheader(t("transfer.ft.title"))
     st.caption(t("transfer.ft.caption"))
-    options = [r.model for r in report.rows if r.trained]
+    options = [option_of(r) for r in report.rows if r.trained]
     if not options:
         st.info(t("transfer.ft.none"))
         return
     best = report.best("linear")
+    best_option = option_of(best) if best else None
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox(t("transfer.ft.model"), options, index=options.index(best.model) if best and best.model in options else 0,
+    model = c1.selectbox(t("transfer.ft.model"), options, index=options.index(best_option) if best_option in options else 0,
                          key="ft_model", format_func=state.display_name)
     stage = c2.selectbox(t("transfer.ft.stage"), ["head", "last-stage"], key="ft_stage",
                          format_func=lambda s: t(f"transfer.ft.stage.{s}"))
@@ -192,7 +198,7 @@ def probe_buttons(report, dataset_name):
     st.markdown(f"**{t('transfer.save_title')}**")
     cols = st.columns(min(len(trained), 4))
     for i, row in enumerate(trained):
-        if cols[i % len(cols)].button(t("transfer.save", model=state.display_name(row.model)), key=f"tr_save_{i}"):
+        if cols[i % len(cols)].button(t("transfer.save", model=state.display_name(option_of(row))), key=f"tr_save_{i}"):
             try:
                 label = actions.save_probe_checkpoint(row, dataset_name)
             except BackboneError as exc:
@@ -234,7 +240,8 @@ def page() -> None:
     st.subheader(components.md(t("transfer.result_title", dataset=report.dataset)))
     st.caption(t("transfer.splits", train=report.splits.get("train", 0), val=report.splits.get("val", 0),
                  test=report.splits.get("test", 0), classes=len(report.classes), skipped=len(report.skipped)))
-    components.table(report_table(report), key="tr_table")
+    table = report_table(report)
+    components.table(table, key="tr_table")
     st.caption(t("transfer.table_note"))
     c1, c2 = st.columns(2)
     y = c1.selectbox(t("transfer.y"), [s for s in SCORES if s in report.probes], key="tr_y", format_func=score_label)
@@ -251,7 +258,7 @@ def page() -> None:
         components.plot(per_class_chart(best), key="tr_per_class")
     probe_buttons(report, report.dataset)
     c1, c2 = st.columns(2)
-    c1.download_button(t("transfer.csv"), report_table(report).to_csv(index=False).encode(), file_name="transfer.csv",
+    c1.download_button(t("transfer.csv"), table.to_csv(index=False).encode(), file_name="transfer.csv",
                        mime="text/csv", key="tr_csv")
     c2.download_button(t("transfer.pack"), lambda: actions.transfer_pack(report), file_name="backbone-lens-transfer.zip", mime="application/zip",
                        key="tr_pack")
